@@ -1,0 +1,75 @@
+"""Sort a request's records: accepted (with their queue), filtered out, quarantined, or duplicates."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.events import InvalidRecord, normalize_record
+from tasks.routing import RouteTable
+
+
+@dataclass(frozen=True)
+class AcceptedEvent:
+    """A valid record that configuration routes to ``queue``."""
+
+    log_id: str
+    event_type: str
+    queue: str
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    """A record that failed validation, kept as received with the reason."""
+
+    record: Any
+    reason: str
+    index: int
+
+
+@dataclass
+class Intake:
+    """Where every record of one request ended up; each record is counted exactly once."""
+
+    received: int = 0
+    accepted: list[AcceptedEvent] = field(default_factory=list)
+    quarantined: list[QuarantinedRecord] = field(default_factory=list)
+    filtered: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+    def summary(self) -> dict[str, int]:
+        """Return the counts the receiver answers with."""
+        return {
+            "received": self.received,
+            "accepted": len(self.accepted),
+            "filtered": sum(self.filtered.values()),
+            "quarantined": len(self.quarantined),
+            "duplicates": self.duplicates,
+        }
+
+
+def sort_records(records: list[Any], routes: RouteTable) -> Intake:
+    """Validate, filter and route each record; never raises for bad records, it quarantines them.
+
+    A log_id seen earlier in the same request counts as a duplicate and is published once.
+    """
+    intake = Intake(received=len(records))
+    seen: set[str] = set()
+    for index, record in enumerate(records):
+        try:
+            envelope = normalize_record(record)
+        except InvalidRecord as exc:
+            intake.quarantined.append(QuarantinedRecord(record, str(exc), index))
+            continue
+        log_id, event_type = envelope["log_id"], envelope["data"]["type"]
+        queue = routes.queue_for(event_type)
+        if queue is None:
+            intake.filtered[event_type] += 1
+        elif log_id in seen:
+            intake.duplicates += 1
+        else:
+            seen.add(log_id)
+            intake.accepted.append(AcceptedEvent(log_id, event_type, queue, envelope))
+    return intake

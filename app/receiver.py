@@ -1,0 +1,59 @@
+"""The receiving pipeline behind POST /webhooks/auth0: authenticate, parse, sort, publish."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app.auth import is_authorized
+from app.errors import BrokerUnavailable, Unauthorized, UnparsableBody
+from app.intake import Intake, sort_records
+from app.payload import PayloadError, parse_body
+from app.publisher import EventPublisher, PublishError
+from tasks.routing import RouteTable
+from tasks.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Receiver:
+    """Everything a request needs, built once per process by the app factory."""
+
+    settings: Settings
+    routes: RouteTable
+    publisher: EventPublisher
+
+    def authenticate(self, authorization: str | None) -> None:
+        """Raise Unauthorized unless the header carries a configured token (or auth is switched off)."""
+        if self.settings.allow_unauthenticated and not self.settings.log_stream_tokens:
+            return
+        if not is_authorized(authorization, self.settings.log_stream_tokens):
+            raise Unauthorized("missing or wrong log stream token in the Authorization header")
+
+    def receive(self, body: bytes, request_id: str) -> Intake:
+        """Parse, sort and publish a batch; return where each record went.
+
+        Raises UnparsableBody (nothing is published) or BrokerUnavailable (Auth0 must re-send).
+        """
+        try:
+            records = parse_body(body)
+        except PayloadError as exc:
+            raise UnparsableBody(str(exc), line=exc.line, column=exc.column) from exc
+        intake = sort_records(records, self.routes)
+        if intake.accepted or intake.quarantined:
+            self._publish(intake, request_id)
+        logger.info("received batch request_id=%s %s", request_id, intake.summary(),
+                    extra={"request_id": request_id, **intake.summary()})
+        return intake
+
+    def _publish(self, intake: Intake, request_id: str) -> None:
+        try:
+            self.publisher.publish(intake, request_id)
+        except PublishError as exc:
+            logger.error("broker did not confirm batch request_id=%s: %s", request_id, exc,
+                         extra={"request_id": request_id})
+            raise BrokerUnavailable(
+                f"the broker did not confirm the batch; retry later ({exc})",
+                retry_after=self.settings.retry_after_seconds,
+            ) from exc

@@ -1,0 +1,55 @@
+"""Celery settings for every process (receiver, workers, Flower, tools), built from the environment.
+
+Each setting that protects an event says why; shared/reference/celery-rabbitmq.md has the evidence.
+"""
+
+from __future__ import annotations
+
+from tasks.builtin import builtin_modules
+from tasks.routing import parse_routes
+from tasks.settings import get_settings
+from tasks.topology import EVENTS_EXCHANGE, work_queue
+
+_settings = get_settings()
+_routes = parse_routes(_settings.routes)
+
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+# A channel error (such as consumer_timeout) reconnects instead of shutting the worker down.
+broker_channel_error_retry = True
+# Retries and replays published by workers wait for the broker's confirm before the original is acked.
+broker_transport_options = {"confirm_publish": True}
+
+# Every queue is listed, with its dead-letter arguments; an unlisted name is an error rather than a
+# queue silently created without them (which then fails every other declarer with PRECONDITION_FAILED).
+task_queues = [work_queue(name) for name in _routes.queues]
+task_create_missing_queues = False
+task_default_queue = task_queues[0].name
+task_default_exchange = EVENTS_EXCHANGE.name
+task_default_exchange_type = EVENTS_EXCHANGE.type
+task_default_delivery_mode = "persistent"
+
+task_serializer = "json"
+accept_content = ["json"]
+result_backend = None
+task_ignore_result = True
+
+# At-least-once: ack only after the task has run, reserve one message per process, and turn every
+# failure into basic.reject(requeue=False), which RabbitMQ dead-letters to <queue>.dlq.
+task_acks_late = True
+worker_prefetch_multiplier = 1
+task_acks_on_failure = False
+# A hard time limit kills the pool child; requeue its message (acking would lose the event).
+task_acks_on_timeout = False
+# A pool child killed mid-task (OOM killer, SIGKILL) requeues its message; the task counts the
+# redelivery as a failed attempt (tasks/retry_policy.decide_redelivery), so a poison event cannot loop.
+task_reject_on_worker_lost = True
+task_time_limit = _settings.task_time_limit
+task_soft_time_limit = max(1, _settings.task_time_limit - 15)
+
+# Flower sees tasks from the moment the receiver publishes them.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+imports = [*builtin_modules(_settings.builtin_handlers), *_settings.plugins]

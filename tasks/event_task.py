@@ -1,0 +1,65 @@
+"""The Celery task: a thin wrapper that runs the handlers and applies the failure policy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject
+
+from tasks.celery_app import app
+from tasks.events import parse_event
+from tasks.process import process_event
+from tasks.retry_policy import Decision, RetryPolicy, decide, decide_redelivery
+from tasks.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "auth0_events.handle_event"
+
+
+def retry_policy() -> RetryPolicy:
+    """Return the retry policy configured by AUTH0_EVENTS_MAX_RETRIES and AUTH0_EVENTS_RETRY_BACKOFF_*."""
+    settings = get_settings()
+    return RetryPolicy(settings.max_retries, settings.retry_backoff_base, settings.retry_backoff_max)
+
+
+@app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None)
+def handle_event(self: Task, record: dict[str, Any], event_type: str, log_id: str) -> None:
+    """Run the handlers subscribed to one Auth0 log event (``event_type`` and ``log_id`` label it in Flower)."""
+    policy = retry_policy()
+    retries = self.request.retries
+    if self.request.delivery_info.get("redelivered"):
+        _apply(self, decide_redelivery(policy, retries), None, log_id, event_type)
+    try:
+        process_event(parse_event(record))
+    except Exception as exc:  # noqa: BLE001 - the policy decides for every exception, unknown ones included
+        _apply(self, decide(policy, exc, retries), exc, log_id, event_type)
+
+
+def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, event_type: str) -> None:
+    """Raise Retry or Reject as ``decision`` says; Celery acks or rejects the message accordingly."""
+    context = {
+        "log_id": log_id,
+        "event_type": event_type,
+        "task_id": task.request.id,
+        "queue": task.request.delivery_info.get("routing_key"),
+        "retries": task.request.retries,
+        "reason": decision.reason,
+    }
+    if decision.action == "retry":
+        logger.warning(
+            "retrying event log_id=%s type=%s in %.2fs (retry %d): %s",
+            log_id, event_type, decision.countdown, task.request.retries + 1, decision.reason,
+            extra=context,
+        )
+        # max_retries=None: the policy above already bounded the count; Celery's own check must not
+        # turn the last permitted retry into a re-raise that skips the dead-letter reason.
+        raise task.retry(exc=exc, countdown=decision.countdown, max_retries=None)
+    logger.error(
+        "dead-lettering event log_id=%s type=%s task_id=%s: %s",
+        log_id, event_type, task.request.id, decision.reason,
+        extra=context,
+    )
+    raise Reject(decision.reason, requeue=False)

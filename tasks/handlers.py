@@ -1,0 +1,98 @@
+"""The handler registry: plain functions subscribe to event types with ``@handles``.
+
+Public API::
+
+    from tasks.handlers import handles, RetryableError, PermanentError
+
+    @handles("ss", "s")              # event codes, stream categories such as "auth.login.fail", or "*"
+    def welcome(event: Auth0Event) -> None: ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from tasks.catalogue import describe
+from tasks.events import Auth0Event
+
+Handler = Callable[[Auth0Event], object]
+
+ALL_EVENTS = "*"
+
+
+class RetryableError(Exception):
+    """Raise from a handler when the failure is transient: the event is retried with backoff.
+
+    ``retry_after`` (seconds), when the remote side said how long to wait, replaces the computed delay.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """Raise from a handler when retrying cannot help: the event goes to its dead-letter queue at once."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One handler and the event codes, categories or ``*`` it subscribed to."""
+
+    name: str
+    func: Handler
+    selectors: frozenset[str]
+
+    def wants(self, event_type: str) -> bool:
+        """Whether this handler runs for events of ``event_type``."""
+        category = describe(event_type).category or "other"
+        return bool({ALL_EVENTS, event_type, category} & self.selectors)
+
+
+_registry: dict[str, Registration] = {}
+
+
+def handles(*selectors: str) -> Callable[[Handler], Handler]:
+    """Subscribe the decorated function to events of the given codes or categories.
+
+    Raises ValueError at import time when no selector is given, so a typo'd registration fails loudly.
+    """
+    if not selectors or not all(isinstance(s, str) and s for s in selectors):
+        raise ValueError("@handles needs at least one event code, stream category or '*'")
+
+    def register(func: Handler) -> Handler:
+        name = f"{func.__module__}.{func.__qualname__}"
+        _registry[name] = Registration(name=name, func=func, selectors=frozenset(selectors))
+        return func
+
+    return register
+
+
+def handlers_for(event_type: str) -> list[Registration]:
+    """Return the registrations that run for ``event_type``, in registration order."""
+    return [reg for reg in _registry.values() if reg.wants(event_type)]
+
+
+def registered() -> list[Registration]:
+    """Return every registration, in registration order."""
+    return list(_registry.values())
+
+
+def unregister(name: str) -> None:
+    """Remove a handler by its dotted name; tests use this to leave the registry as they found it."""
+    _registry.pop(name, None)
+
+
+def import_handler_modules(module_names: Iterable[str]) -> None:
+    """Import each module so its ``@handles`` functions register.
+
+    Raises ImportError naming the module when one cannot be imported, so a worker fails at start-up
+    rather than running without a handler its operator configured.
+    """
+    for module_name in module_names:
+        try:
+            importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ImportError(f"cannot import handler module {module_name!r}: {exc}") from exc

@@ -1,0 +1,120 @@
+"""The one failure policy: which errors are retried, how long to wait, and when an event is dead-lettered."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from tasks.events import InvalidRecord
+from tasks.handlers import PermanentError, RetryableError
+
+Kind = Literal["transient", "permanent"]
+
+# Explicitly permanent: retrying the same input gives the same answer.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PermanentError, InvalidRecord, ValidationError)
+# Explicitly transient; any exception not listed in either tuple is treated as transient too, because
+# dead-lettering a surprise is worse than retrying it a bounded number of times.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RetryableError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    SoftTimeLimitExceeded,
+)
+TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped, for at most ``max_retries`` retries."""
+
+    max_retries: int
+    backoff_base: float
+    backoff_max: float
+
+    def backoff(self, retries: int, rng: Callable[[], float] = random.random) -> float:
+        """Return the delay before retry number ``retries + 1``: uniform in [0, min(max, base·2^retries))."""
+        return rng() * min(self.backoff_max, self.backoff_base * 2**retries)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a failed attempt: retry after ``countdown`` seconds, or dead-letter."""
+
+    action: Literal["retry", "dead_letter"]
+    reason: str
+    countdown: float = 0.0
+
+
+def http_status(exc: BaseException) -> int | None:
+    """Return the HTTP status an exception from requests, httpx or auth0-python carries, if any."""
+    for holder in (exc, getattr(exc, "response", None)):
+        status = getattr(holder, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def classify(exc: BaseException) -> Kind:
+    """Return whether ``exc`` is worth retrying."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        return "permanent"
+    status = http_status(exc)
+    if status is not None:
+        transient = status >= 500 or status in TRANSIENT_HTTP_STATUSES
+        return "transient" if transient else "permanent"
+    return "transient"
+
+
+def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """Return how long the remote side asked us to wait (RetryableError, Retry-After, x-ratelimit-reset)."""
+    if isinstance(exc, RetryableError) and exc.retry_after is not None:
+        return max(0.0, exc.retry_after)
+    headers = getattr(exc, "headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+    if not isinstance(headers, Mapping):
+        return None
+    lowered = {str(key).lower(): value for key, value in headers.items()}
+    try:
+        if "retry-after" in lowered:
+            return max(0.0, float(lowered["retry-after"]))
+        if "x-ratelimit-reset" in lowered:
+            return max(0.0, float(lowered["x-ratelimit-reset"]) - now())
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def decide(policy: RetryPolicy, exc: BaseException, retries: int) -> Decision:
+    """Decide the fate of an attempt that raised ``exc`` after ``retries`` earlier retries."""
+    reason = describe_error(exc)
+    if classify(exc) == "permanent":
+        return Decision("dead_letter", f"permanent error: {reason}")
+    if retries >= policy.max_retries:
+        return Decision("dead_letter", f"gave up after {retries} retries: {reason}")
+    asked = retry_after(exc)
+    countdown = policy.backoff(retries) if asked is None else min(policy.backoff_max, asked)
+    return Decision("retry", reason, countdown)
+
+
+def decide_redelivery(policy: RetryPolicy, retries: int) -> Decision:
+    """Decide the fate of a message RabbitMQ redelivered because its worker died while running it.
+
+    The death counts as a failed attempt, so an event that kills its worker every time is dead-lettered
+    after the retries run out instead of looping forever.
+    """
+    reason = "worker died while processing the event (killed, out of memory or time limit)"
+    if retries >= policy.max_retries:
+        return Decision("dead_letter", f"gave up after {retries} retries: {reason}")
+    return Decision("retry", reason, policy.backoff(retries))
+
+
+def describe_error(exc: BaseException) -> str:
+    """Return ``ExceptionType: message`` for logs and dead-letter reasons."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

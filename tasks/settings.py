@@ -1,0 +1,118 @@
+"""Typed settings read once from the environment, shared by the receiver, the workers and the tools."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ROUTES = "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,limit_wc,limit_mu"
+
+# RabbitMQ closes a channel whose delivery stays unacked for consumer_timeout (30 min by default), and a
+# retry's countdown is held unacked in the worker, so every delay must stay well under that.
+MAX_SAFE_COUNTDOWN_SECONDS = 20 * 60
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Every environment variable the service reads; see .env.example for each one's meaning."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    broker_url: str = Field(
+        "amqp://guest:guest@localhost:5672//", validation_alias=AliasChoices("BROKER_URL", "broker_url")
+    )
+    log_stream_tokens: CommaList = Field(
+        (), validation_alias=AliasChoices("AUTH0_LOG_STREAM_TOKENS", "log_stream_tokens")
+    )
+    allow_unauthenticated: bool = Field(
+        False, validation_alias=AliasChoices("AUTH0_EVENTS_ALLOW_UNAUTHENTICATED", "allow_unauthenticated")
+    )
+    routes: str = Field(DEFAULT_ROUTES, validation_alias=AliasChoices("AUTH0_EVENTS_ROUTES", "routes"))
+    max_retries: int = Field(
+        8, ge=0, le=100, validation_alias=AliasChoices("AUTH0_EVENTS_MAX_RETRIES", "max_retries")
+    )
+    retry_backoff_base: float = Field(
+        2.0,
+        gt=0,
+        validation_alias=AliasChoices("AUTH0_EVENTS_RETRY_BACKOFF_BASE", "retry_backoff_base"),
+    )
+    retry_backoff_max: float = Field(
+        300.0,
+        gt=0,
+        le=MAX_SAFE_COUNTDOWN_SECONDS,
+        validation_alias=AliasChoices("AUTH0_EVENTS_RETRY_BACKOFF_MAX", "retry_backoff_max"),
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024,
+        gt=0,
+        validation_alias=AliasChoices("AUTH0_EVENTS_MAX_BODY_BYTES", "max_body_bytes"),
+    )
+    plugins: CommaList = Field((), validation_alias=AliasChoices("AUTH0_EVENTS_PLUGINS", "plugins"))
+    builtin_handlers: CommaList = Field(
+        ("log",), validation_alias=AliasChoices("AUTH0_EVENTS_BUILTIN_HANDLERS", "builtin_handlers")
+    )
+    publish_timeout: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("AUTH0_EVENTS_PUBLISH_TIMEOUT", "publish_timeout")
+    )
+    retry_after_seconds: int = Field(
+        30, ge=1, validation_alias=AliasChoices("AUTH0_EVENTS_RETRY_AFTER", "retry_after_seconds")
+    )
+    task_time_limit: int = Field(
+        300,
+        gt=0,
+        le=MAX_SAFE_COUNTDOWN_SECONDS,
+        validation_alias=AliasChoices("AUTH0_EVENTS_TASK_TIME_LIMIT", "task_time_limit"),
+    )
+
+    _split_tokens = field_validator("log_stream_tokens", "plugins", "builtin_handlers", mode="before")(
+        _split_commas
+    )
+
+    @model_validator(mode="after")
+    def _backoff_base_below_cap(self) -> Settings:
+        if self.retry_backoff_base > self.retry_backoff_max:
+            raise ValueError(
+                "AUTH0_EVENTS_RETRY_BACKOFF_BASE must not exceed AUTH0_EVENTS_RETRY_BACKOFF_MAX"
+            )
+        return self
+
+
+class ConfigurationError(Exception):
+    """Raised at start-up when the environment holds a value the service cannot run with."""
+
+
+def env_var_for(field_name: str) -> str:
+    """Return the environment variable that sets ``field_name``, for error messages."""
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field_name.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, raising ConfigurationError naming each offending environment variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = env_var_for(field) if field in Settings.model_fields else "configuration"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return load_settings()

@@ -1,0 +1,150 @@
+"""Tests for the Auth0 log event catalogue."""
+
+from collections import Counter
+
+import pytest
+
+from tasks.catalogue import (
+    _ENTRIES,
+    CATALOGUE,
+    CATEGORIES,
+    EventType,
+    codes_in_category,
+    describe,
+    is_category,
+)
+
+EXPECTED_CATEGORIES = {
+    "actions",
+    "auth.login.fail",
+    "auth.login.notification",
+    "auth.login.success",
+    "auth.logout.fail",
+    "auth.logout.success",
+    "auth.signup.fail",
+    "auth.signup.success",
+    "auth.silent_auth.fail",
+    "auth.silent_auth.success",
+    "auth.token_exchange.fail",
+    "auth.token_exchange.success",
+    "management.fail",
+    "management.success",
+    "system.notification",
+    "user.fail",
+    "user.notification",
+    "user.success",
+    "scim.event",
+    "other",
+}
+
+
+def test_category_names_match_the_filter_page() -> None:
+    """CATEGORIES holds exactly the documented stream filter names plus "other"."""
+    assert set(CATEGORIES) == EXPECTED_CATEGORIES
+
+
+def test_every_category_code_is_catalogued_with_that_category() -> None:
+    """Each code listed under a category is in CATALOGUE and carries that category."""
+    for category, codes in CATEGORIES.items():
+        expected = None if category == "other" else category
+        for code in codes:
+            assert code in CATALOGUE, code
+            assert CATALOGUE[code].category == expected, code
+
+
+def test_every_catalogued_code_is_in_its_category() -> None:
+    """Each entry appears in the category set it names, or in "other" when it names none."""
+    for entry in _ENTRIES:
+        assert entry.code in CATEGORIES[entry.category or "other"], entry.code
+
+
+def test_categories_do_not_overlap() -> None:
+    """No code is listed under two categories."""
+    counts = Counter(code for codes in CATEGORIES.values() for code in codes)
+    assert [code for code, n in counts.items() if n > 1] == []
+
+
+def test_management_fail_is_empty() -> None:
+    """management.fail exists but Auth0 documents no codes for it."""
+    assert CATEGORIES["management.fail"] == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("code", "category", "name"),
+    [
+        ("f", "auth.login.fail", "Failed Login"),
+        ("fp", "auth.login.fail", "Failed Login (Incorrect Password)"),
+        ("fu", "auth.login.fail", "Failed Login (Invalid Email/Username)"),
+        ("s", "auth.login.success", "Success Login"),
+        ("ss", "auth.signup.success", "Success Signup"),
+        ("pwd_leak", None, "Breached password"),
+        ("limit_wc", "system.notification", "Blocked Account"),
+        ("limit_mu", "system.notification", "Blocked IP Address"),
+        ("limit_sul", None, "Blocked Account"),
+        ("ferrt", "auth.token_exchange.fail", "Failed Exchange"),
+        ("sapi", "management.success", "Success API Operation"),
+        ("slo", "auth.logout.success", "Success Logout"),
+        ("flo", "auth.logout.fail", "Failed Logout"),
+        ("scp", "user.success", "Success Change Password"),
+        ("fcp", "user.fail", "Failed Change Password"),
+        ("sdu", "user.success", "Success User Deletion"),
+        ("fs", "auth.signup.fail", "Failed Signup"),
+        ("fscim", "scim.event", "Failed SCIM Operation"),
+        ("admin_update_launch", "system.notification", "Auth0 Update Launched"),
+        ("oidc_backchannel_logout_failed", "auth.logout.fail", "Failed OIDC Back-Channel Logout"),
+    ],
+)
+def test_known_codes(code: str, category: str | None, name: str) -> None:
+    """Well-known codes have the documented category and event name."""
+    entry = describe(code)
+    assert entry.code == code
+    assert entry.category == category
+    assert entry.name == name
+
+
+def test_describe_unknown_code_returns_placeholder() -> None:
+    """describe() of an unknown code returns the placeholder instead of raising."""
+    assert describe("zz_new_code") == EventType(
+        "zz_new_code", "Unknown event type", "Not in the catalogue shipped with this version", None
+    )
+
+
+def test_codes_in_category_returns_the_set() -> None:
+    """codes_in_category() returns the codes filed under a known category."""
+    assert codes_in_category("auth.signup.success") == frozenset({"ss"})
+    assert "pwd_leak" in codes_in_category("other")
+
+
+def test_codes_in_category_rejects_unknown_name() -> None:
+    """codes_in_category() raises KeyError naming the known categories for a bad name."""
+    with pytest.raises(KeyError, match="auth.login.fail") as excinfo:
+        codes_in_category("auth.bogus")
+    assert "auth.bogus" in str(excinfo.value)
+    assert "user.success" in str(excinfo.value)
+
+
+def test_is_category() -> None:
+    """is_category() accepts documented filter names and "other", and rejects anything else."""
+    assert is_category("user.fail")
+    assert is_category("other")
+    assert not is_category("user")
+    assert not is_category("f")
+
+
+def test_other_contains_pwd_leak() -> None:
+    """CATEGORIES["other"] holds codes the filter page does not list, such as pwd_leak."""
+    assert "pwd_leak" in CATEGORIES["other"]
+
+
+def test_entries_have_no_duplicate_codes() -> None:
+    """Every code appears in the entries exactly once."""
+    counts = Counter(entry.code for entry in _ENTRIES)
+    assert [code for code, n in counts.items() if n > 1] == []
+    assert len(CATALOGUE) == len(_ENTRIES)
+
+
+def test_entries_have_names() -> None:
+    """Every entry has a non-empty code and event name."""
+    for entry in _ENTRIES:
+        assert entry.code
+        assert entry.name
