@@ -13,9 +13,9 @@ def token_from_header(header: str | None) -> str:
     ``<token>`` and ``Bearer <token>`` reach us (shared/reference/auth0.md §1).
     """
     value = (header or "").strip()
-    scheme, _, rest = value.partition(" ")
-    if scheme.lower() == "bearer" and rest.strip():
-        return rest.strip()
+    parts = value.split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
     return value
 
 

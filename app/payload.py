@@ -29,9 +29,10 @@ def parse_body(body: bytes) -> list[Any]:
     Raises PayloadError for bytes that are not UTF-8, an empty body, or malformed JSON.
     """
     try:
-        text = body.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not UTF-8 (byte {exc.start})") from exc
+    text = text.removeprefix("\ufeff")
     records: list[Any] = []
     for value in _json_values(text):
         records.extend(value if isinstance(value, list) else [value])
@@ -48,6 +49,9 @@ def _json_values(text: str) -> list[Any]:
             value, position = _DECODER.raw_decode(text, position)
         except json.JSONDecodeError as exc:
             raise PayloadError(exc.msg, exc.lineno, exc.colno) from exc
+        except RecursionError as exc:
+            # Python's decoder recurses per nesting level; a hostile body must still get a 400.
+            raise PayloadError("JSON is nested too deeply") from exc
         values.append(value)
         position = _skip_whitespace(text, position)
     return values

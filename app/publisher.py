@@ -131,17 +131,28 @@ class EventPublisher:
                 raise PublishError(str(exc) or type(exc).__name__) from exc
 
     def close(self) -> None:
-        """Close the broker connection."""
+        """Close the broker connection politely."""
         with self._lock:
-            self._reset()
+            connection = self._connection
+            self._reset(drop=False)
+            if connection is not None:
+                try:
+                    connection.release()
+                except BROKER_ERRORS:
+                    logger.debug("ignoring error while closing the broker connection", exc_info=True)
 
     def _connected(self) -> tuple[Producer, ConfirmTracker]:
         if self._producer is None or self._tracker is None:
             connection = self._celery.connection_for_write(
                 url=self._broker_url,
                 connect_timeout=self._timeout,
-                # This connection waits for confirms per batch itself (ConfirmTracker).
-                transport_options={"confirm_publish": False},
+                # This connection waits for confirms per batch itself (ConfirmTracker); the socket
+                # timeouts bound every synchronous call (declares, channel open) on a silent broker.
+                transport_options={
+                    "confirm_publish": False,
+                    "read_timeout": self._timeout,
+                    "write_timeout": self._timeout,
+                },
             )
             connection.connect()
             self._connection = connection
@@ -162,6 +173,9 @@ class EventPublisher:
             queue=work_queue(queue),
             producer=producer,
             retry=False,  # a failure fails the whole batch, which Auth0 then re-sends
+            # Declared once per connection in _connected(); mandatory makes a queue deleted since then
+            # come back as a return (and a 503) instead of a silent drop.
+            declare=[],
             mandatory=True,
             # Flower and logs show the type and id; the record (names, emails, IPs) stays out of them.
             argsrepr=f"(<auth0 log {event_type} {log_id}>,)",
@@ -175,14 +189,13 @@ class EventPublisher:
             serializer="json",
             delivery_mode=2,
             mandatory=True,
+            declare=[],
             headers={"x-quarantine-reason": bad.reason, "x-request-id": request_id},
             retry=False,
         )
 
-    def _reset(self) -> None:
+    def _reset(self, drop: bool = True) -> None:
         connection, self._connection, self._producer, self._tracker = self._connection, None, None, None
-        if connection is not None:
-            try:
-                connection.release()
-            except BROKER_ERRORS:
-                logger.debug("ignoring error while closing a broken broker connection", exc_info=True)
+        if connection is not None and drop:
+            # collect() frees the socket without the close handshake, which a broken broker never answers.
+            connection.collect()

@@ -14,7 +14,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from tasks.catalogue import describe
+from tasks.catalogue import describe, is_category
 from tasks.events import Auth0Event
 
 Handler = Callable[[Auth0Event], object]
@@ -61,6 +61,10 @@ def handles(*selectors: str) -> Callable[[Handler], Handler]:
     """
     if not selectors or not all(isinstance(s, str) and s for s in selectors):
         raise ValueError("@handles needs at least one event code, stream category or '*'")
+    for selector in selectors:
+        # Codes may be newer than our catalogue, but a dotted name can only be a stream category.
+        if "." in selector and not is_category(selector):
+            raise ValueError(f"@handles: {selector!r} is not a stream category such as 'auth.login.fail'")
 
     def register(func: Handler) -> Handler:
         name = f"{func.__module__}.{func.__qualname__}"

@@ -65,6 +65,8 @@ def classify(exc: BaseException) -> Kind:
     """Return whether ``exc`` is worth retrying."""
     if isinstance(exc, PERMANENT_ERRORS):
         return "permanent"
+    if isinstance(exc, RetryableError):
+        return "transient"  # the handler's explicit word beats any status code it carries
     status = http_status(exc)
     if status is not None:
         transient = status >= 500 or status in TRANSIENT_HTTP_STATUSES

@@ -90,6 +90,8 @@ def _split_entry(entry: str) -> tuple[str, str]:
     queue = queue or default_queue_for(selector)
     if not _QUEUE_NAME.match(queue):
         raise RouteSpecError(f"route {entry!r}: {queue!r} is not a valid queue name")
+    if queue.startswith("amq."):
+        raise RouteSpecError(f"route {entry!r}: RabbitMQ reserves queue names starting with 'amq.'")
     if queue.endswith(DLQ_SUFFIX) or queue == QUARANTINE_QUEUE:
         raise RouteSpecError(f"route {entry!r}: {queue!r} is reserved for failed or invalid events")
     return selector, queue

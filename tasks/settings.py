@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_ROUTES = "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,limit_wc,limit_mu"
@@ -26,52 +26,53 @@ def _split_commas(value: object) -> object:
 class Settings(BaseSettings):
     """Every environment variable the service reads; see .env.example for each one's meaning."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # Only the documented variable names are read: no bare field names such as MAX_RETRIES.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     broker_url: str = Field(
-        "amqp://guest:guest@localhost:5672//", validation_alias=AliasChoices("BROKER_URL", "broker_url")
+        "amqp://guest:guest@localhost:5672//", validation_alias="BROKER_URL"
     )
     log_stream_tokens: CommaList = Field(
-        (), validation_alias=AliasChoices("AUTH0_LOG_STREAM_TOKENS", "log_stream_tokens")
+        (), validation_alias="AUTH0_LOG_STREAM_TOKENS"
     )
     allow_unauthenticated: bool = Field(
-        False, validation_alias=AliasChoices("AUTH0_EVENTS_ALLOW_UNAUTHENTICATED", "allow_unauthenticated")
+        False, validation_alias="AUTH0_EVENTS_ALLOW_UNAUTHENTICATED"
     )
-    routes: str = Field(DEFAULT_ROUTES, validation_alias=AliasChoices("AUTH0_EVENTS_ROUTES", "routes"))
+    routes: str = Field(DEFAULT_ROUTES, validation_alias="AUTH0_EVENTS_ROUTES")
     max_retries: int = Field(
-        8, ge=0, le=100, validation_alias=AliasChoices("AUTH0_EVENTS_MAX_RETRIES", "max_retries")
+        8, ge=0, le=100, validation_alias="AUTH0_EVENTS_MAX_RETRIES"
     )
     retry_backoff_base: float = Field(
         2.0,
         gt=0,
-        validation_alias=AliasChoices("AUTH0_EVENTS_RETRY_BACKOFF_BASE", "retry_backoff_base"),
+        validation_alias="AUTH0_EVENTS_RETRY_BACKOFF_BASE",
     )
     retry_backoff_max: float = Field(
         300.0,
         gt=0,
         le=MAX_SAFE_COUNTDOWN_SECONDS,
-        validation_alias=AliasChoices("AUTH0_EVENTS_RETRY_BACKOFF_MAX", "retry_backoff_max"),
+        validation_alias="AUTH0_EVENTS_RETRY_BACKOFF_MAX",
     )
     max_body_bytes: int = Field(
         10 * 1024 * 1024,
         gt=0,
-        validation_alias=AliasChoices("AUTH0_EVENTS_MAX_BODY_BYTES", "max_body_bytes"),
+        validation_alias="AUTH0_EVENTS_MAX_BODY_BYTES",
     )
-    plugins: CommaList = Field((), validation_alias=AliasChoices("AUTH0_EVENTS_PLUGINS", "plugins"))
+    plugins: CommaList = Field((), validation_alias="AUTH0_EVENTS_PLUGINS")
     builtin_handlers: CommaList = Field(
-        ("log",), validation_alias=AliasChoices("AUTH0_EVENTS_BUILTIN_HANDLERS", "builtin_handlers")
+        ("log",), validation_alias="AUTH0_EVENTS_BUILTIN_HANDLERS"
     )
     publish_timeout: float = Field(
-        10.0, gt=0, validation_alias=AliasChoices("AUTH0_EVENTS_PUBLISH_TIMEOUT", "publish_timeout")
+        10.0, gt=0, validation_alias="AUTH0_EVENTS_PUBLISH_TIMEOUT"
     )
     retry_after_seconds: int = Field(
-        30, ge=1, validation_alias=AliasChoices("AUTH0_EVENTS_RETRY_AFTER", "retry_after_seconds")
+        30, ge=1, validation_alias="AUTH0_EVENTS_RETRY_AFTER"
     )
     task_time_limit: int = Field(
         300,
         gt=0,
         le=MAX_SAFE_COUNTDOWN_SECONDS,
-        validation_alias=AliasChoices("AUTH0_EVENTS_TASK_TIME_LIMIT", "task_time_limit"),
+        validation_alias="AUTH0_EVENTS_TASK_TIME_LIMIT",
     )
 
     _split_tokens = field_validator("log_stream_tokens", "plugins", "builtin_handlers", mode="before")(
@@ -94,20 +95,31 @@ class ConfigurationError(Exception):
 def env_var_for(field_name: str) -> str:
     """Return the environment variable that sets ``field_name``, for error messages."""
     alias = Settings.model_fields[field_name].validation_alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return field_name.upper()
+    return alias if isinstance(alias, str) else field_name.upper()
+
+
+def _field_for(location: str) -> str | None:
+    for name, info in Settings.model_fields.items():
+        if location in (name, info.validation_alias):
+            return name
+    return None
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings, raising ConfigurationError naming each offending environment variable."""
+    """Read the settings, raising ConfigurationError naming each offending environment variable.
+
+    ``overrides`` take field names (``max_retries=3``) and win over the environment.
+    """
+    unknown = set(overrides) - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**{env_var_for(name): value for name, value in overrides.items()})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else ""
-            name = env_var_for(field) if field in Settings.model_fields else "configuration"
+            field = _field_for(str(error["loc"][0])) if error["loc"] else None
+            name = env_var_for(field) if field else "configuration"
             problems.append(f"{name}: {error['msg']}")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc
 

@@ -1,0 +1,156 @@
+"""Test helpers: realistic Auth0 records, polling with a deadline, broker reads, real worker processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from amqp.exceptions import NotFound
+from kombu import Connection, Queue
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+_sequence = itertools.count(1)
+
+
+def new_log_id() -> str:
+    """Return a fresh log_id shaped like Auth0's (900 + timestamp + digits)."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return f"900{stamp}{os.getpid():07d}{next(_sequence):010d}".ljust(56, "0")
+
+
+def make_record(event_type: str, log_id: str | None = None, **data: Any) -> dict[str, Any]:
+    """Return a log stream envelope with the fields a real record of ``event_type`` carries."""
+    log_id = log_id or new_log_id()
+    fields: dict[str, Any] = {
+        "date": "2026-11-26T08:25:14.466Z",
+        "type": event_type,
+        "description": "",
+        "connection": "Username-Password-Authentication",
+        "connection_id": "con_1a5wCUmAs6VOU17n",
+        "client_id": "aI61p8I8aFjmYRliLWgvM9ev97kCCNDB",
+        "client_name": "Default App",
+        "ip": "81.2.69.143",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "details": {},
+        "user_id": "auth0|61823277a44a21007221a59a",
+        "user_name": "new@test.com",
+        "strategy": "auth0",
+        "strategy_type": "database",
+        "scope": ["openid", "profile"],
+        "log_id": log_id,
+    }
+    fields.update(data)
+    return {"log_id": log_id, "data": fields}
+
+
+def with_action(record: dict[str, Any], action: str) -> dict[str, Any]:
+    """Tell tests/plugin_handlers.py how to behave for this record."""
+    record["data"]["details"]["test_action"] = action
+    return record
+
+
+def as_jsonl(records: Iterable[Any]) -> bytes:
+    """Encode records the way Auth0's JSONLINES format sends them."""
+    return "\n".join(json.dumps(record) for record in records).encode()
+
+
+def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def take_messages(connection: Connection, queue_name: str) -> list[Any]:
+    """Remove and return every message now in ``queue_name``; [] when the queue was never declared."""
+    messages = []
+    with connection.channel() as channel:
+        queue = Queue(queue_name).bind(channel)
+        try:
+            while (message := queue.get(no_ack=True)) is not None:
+                messages.append(message)
+        except NotFound:
+            return []
+    return messages
+
+
+def task_kwargs(message: Any) -> dict[str, Any]:
+    """Return the kwargs of a Celery (protocol 2) task message."""
+    _args, kwargs, _embed = message.decode()
+    return dict(kwargs)
+
+
+def count_lines(directory: Path, file_name: str, line: str) -> int:
+    """Count exact occurrences of ``line`` in a file the test handlers write."""
+    path = directory / file_name
+    if not path.exists():
+        return 0
+    return path.read_text(encoding="utf-8").splitlines().count(line)
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``celery -A tasks worker`` in its own process group, logging to a file."""
+
+    queues: list[str]
+    name: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 1
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        """Start the worker and return once it logged that it is ready."""
+        command = [
+            sys.executable, "-m", "celery", "-A", "tasks", "worker",
+            "-Q", ",".join(self.queues), "-n", f"{self.name}@%h", "-c", str(self.concurrency),
+            "--loglevel=INFO", "--without-mingle", "--without-gossip",
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it from here
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(self._ready, timeout, 0.1, f"worker {self.name} to start; log:\n{self.log_text()[-3000:]}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"worker {self.name} exited at start:\n{self.log_text()[-5000:]}")
+        return f"{self.name}@" in self.log_text() and " ready." in self.log_text()
+
+    def log_text(self) -> str:
+        """Everything the worker has logged so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children) at once, as a crash would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Warm shutdown; SIGKILL if it takes longer than 20 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()

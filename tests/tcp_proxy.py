@@ -1,0 +1,78 @@
+"""A TCP proxy in front of RabbitMQ that tests switch into the failures a network can produce.
+
+Written by hand because no packaged tool (toxiproxy and the like) is installable here; it only relays
+bytes on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class TcpProxy:
+    """Relays 127.0.0.1:<port> to the broker; can refuse, cut or black-hole connections."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.refusing = False
+        self.replies_flowing = True
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def url(self, vhost_url: str) -> str:
+        """Return ``vhost_url`` (amqp://…:5672/vhost) rewritten to go through this proxy."""
+        return vhost_url.replace(f":{self.target[1]}/", f":{self.port}/", 1)
+
+    def cut(self) -> None:
+        """Close every relayed connection at once, as a broker crash or a network drop would."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        """Stop accepting and cut everything."""
+        self._closed = True
+        self._listener.close()
+        self.cut()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, is_reply: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if is_reply and not self.replies_flowing:
+                    continue  # black hole: the client's writes succeed, the broker's answers vanish
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,193 @@
+"""The receiver against the real broker: formats, auth, bad input, filtering, routing, quarantine."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import TEST_TOKEN
+from tests.helpers import as_jsonl, make_record, take_messages, task_kwargs
+
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A queue-name prefix of this test's own, so no worker and no other test touches its queues."""
+    return f"test.{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def routed(make_app: Any, prefix: str) -> Any:
+    """A receiver routing logins, signups, failed logins (by category) and everything else apart."""
+    routes = f"s={prefix}.logins,ss={prefix}.signups,auth.login.fail={prefix}.failed,*={prefix}.other"
+    return make_app(routes=routes).test_client()
+
+
+def log_ids(broker: Any, queue: str) -> list[str]:
+    """Take the queue's task messages and return their log_ids in order."""
+    return [task_kwargs(message)["log_id"] for message in take_messages(broker, queue)]
+
+
+@pytest.mark.parametrize("body_format", ["jsonlines", "array", "object"])
+def test_each_body_format_is_enqueued(routed: Any, broker: Any, prefix: str, body_format: str) -> None:
+    """JSON Lines, a JSON array and a single JSON object are all accepted, whatever the Content-Type."""
+    records = [make_record("s")] if body_format == "object" else [make_record("s"), make_record("s")]
+    body = {
+        "jsonlines": as_jsonl(records),
+        "array": json.dumps(records).encode(),
+        "object": json.dumps(records[0]).encode(),
+    }[body_format]
+    response = routed.post("/webhooks/auth0", data=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 202
+    assert response.json["accepted"] == len(records)
+    assert log_ids(broker, f"{prefix}.logins") == [r["log_id"] for r in records]
+
+
+def test_real_batch_with_duplicate_log_id_is_published_once(routed: Any, broker: Any, prefix: str) -> None:
+    """A multi-record batch repeating a log_id yields one task per distinct event."""
+    batch = (pytest.importorskip("pathlib").Path(__file__).parent / "fixtures" / "batch.jsonl").read_bytes()
+    response = routed.post("/webhooks/auth0", data=batch, headers=AUTH)
+    assert response.status_code == 202
+    assert response.json == {"received": 4, "accepted": 3, "filtered": 0, "quarantined": 0, "duplicates": 1}
+    assert sorted(log_ids(broker, f"{prefix}.failed")) == sorted(
+        ["90020211103082515482106767167326018758436529088273317970",
+         "90020211103082515482106767167326018758436529088273317971"]
+    )
+    assert log_ids(broker, f"{prefix}.logins") == ["90020211104001515271334544008635532534914988032684720226"]
+
+
+def test_task_message_is_persistent_and_labelled(routed: Any, broker: Any, prefix: str) -> None:
+    """Each event becomes one persistent Celery task message carrying the record, its type and log_id."""
+    record = make_record("ss")
+    routed.post("/webhooks/auth0", data=as_jsonl([record]), headers=AUTH)
+    [message] = take_messages(broker, f"{prefix}.signups")
+    args, kwargs, _embed = message.decode()
+    assert message.headers["task"] == "auth0_events.handle_event"
+    assert message.properties["delivery_mode"] == 2
+    assert args == [record]
+    assert kwargs == {"event_type": "ss", "log_id": record["log_id"]}
+    assert record["data"]["user_name"] not in message.headers["argsrepr"]
+
+
+@pytest.mark.parametrize(
+    "header", [f"Bearer {TEST_TOKEN}", TEST_TOKEN, f"bearer   {TEST_TOKEN} ", "rotated-token"]
+)
+def test_configured_tokens_are_accepted(routed: Any, header: str) -> None:
+    """The token is accepted with or without 'Bearer', and every configured token works (rotation)."""
+    response = routed.post("/webhooks/auth0", data=as_jsonl([make_record("s")]),
+                           headers={"Authorization": header})
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": ""},
+                                     {"Authorization": f"Basic {TEST_TOKEN}x"}])
+def test_wrong_or_missing_token_is_401_and_enqueues_nothing(
+    routed: Any, broker: Any, prefix: str, headers: dict[str, str]
+) -> None:
+    """Without a configured token: 401 with a JSON error, and no message reaches any queue."""
+    response = routed.post("/webhooks/auth0", data=as_jsonl([make_record("s")]), headers=headers)
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized"
+    assert take_messages(broker, f"{prefix}.logins") == []
+
+
+def test_unparsable_body_is_400_with_position_and_enqueues_nothing(
+    routed: Any, broker: Any, prefix: str
+) -> None:
+    """A broken line costs the whole request: 400 saying line and column, nothing enqueued."""
+    body = as_jsonl([make_record("s")]) + b'\n{"log_id": "1", "data": {"type": "s",}}'
+    response = routed.post("/webhooks/auth0", data=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["error"] == "unparsable_body"
+    assert (response.json["line"], response.json["column"]) == (2, 38)
+    assert "line 2, column 38" in response.json["message"]
+    assert take_messages(broker, f"{prefix}.logins") == []
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n", b"\xff\xfe{}"])
+def test_empty_or_non_utf8_body_is_400(routed: Any, body: bytes) -> None:
+    """An empty body or bytes that are not UTF-8 get a 400 that says so."""
+    response = routed.post("/webhooks/auth0", data=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["message"].startswith(("body is empty", "body is not UTF-8"))
+
+
+def test_body_over_the_limit_is_413_and_enqueues_nothing(make_app: Any, broker: Any, prefix: str) -> None:
+    """A body larger than AUTH0_EVENTS_MAX_BODY_BYTES is refused with a JSON 413."""
+    client = make_app(routes=f"s={prefix}.logins", max_body_bytes=1000).test_client()
+    body = as_jsonl([make_record("s") for _ in range(10)])
+    assert len(body) > 1000
+    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    assert response.status_code == 413
+    assert response.json["error"] == "request_entity_too_large"
+    assert take_messages(broker, f"{prefix}.logins") == []
+
+
+def test_mixed_batch_enqueues_good_quarantines_bad_counts_filtered(make_app: Any, broker: Any,
+                                                                 prefix: str) -> None:
+    """Valid records are enqueued, invalid ones kept in auth0.quarantine with the reason, others counted."""
+    client = make_app(routes=f"s={prefix}.logins").test_client()
+    take_messages(broker, "auth0.quarantine")
+    good = make_record("s")
+    no_type = {"log_id": "900bad1", "data": {"date": "2026-11-26T08:25:14Z"}}
+    records = [good, make_record("w"), no_type, "not an object", make_record("brand_new_code")]
+    response = client.post("/webhooks/auth0", data=json.dumps(records), headers=AUTH)
+    assert response.status_code == 202
+    assert response.json == {"received": 5, "accepted": 1, "filtered": 2, "quarantined": 2, "duplicates": 0}
+    assert log_ids(broker, f"{prefix}.logins") == [good["log_id"]]
+    quarantined = [message.decode() for message in take_messages(broker, "auth0.quarantine")]
+    assert [(q["record"], q["reason"], q["index"]) for q in quarantined] == [
+        (no_type, "record has no 'data.type' string", 2),
+        ("not an object", "record is a JSON string, not an object", 3),
+    ]
+    assert all(q["request_id"] == response.headers["X-Request-Id"] for q in quarantined)
+
+
+def test_routing_by_code_category_and_catch_all(routed: Any, broker: Any, prefix: str) -> None:
+    """Exact codes, a stream category and '*' send each event to its configured queue."""
+    records = {t: make_record(t) for t in ("s", "ss", "f", "fp", "fu", "sapi", "unknown_code")}
+    response = routed.post("/webhooks/auth0", data=as_jsonl(records.values()), headers=AUTH)
+    assert response.json["accepted"] == 7
+    assert log_ids(broker, f"{prefix}.logins") == [records["s"]["log_id"]]
+    assert log_ids(broker, f"{prefix}.signups") == [records["ss"]["log_id"]]
+    assert log_ids(broker, f"{prefix}.failed") == [records[t]["log_id"] for t in ("f", "fp", "fu")]
+    assert log_ids(broker, f"{prefix}.other") == [records[t]["log_id"] for t in ("sapi", "unknown_code")]
+
+
+def test_default_routes_use_one_queue_per_event_type(make_app: Any) -> None:
+    """Unconfigured, the 14 default event types each get auth0.<code>, and everything else is filtered."""
+    receiver = make_app(routes=pytest.importorskip("tasks.settings").DEFAULT_ROUTES).extensions["auth0_events"]
+    assert receiver.routes.queue_for("ss") == "auth0.ss"
+    assert receiver.routes.queue_for("limit_wc") == "auth0.limit_wc"
+    assert receiver.routes.queue_for("sapi") is None
+    assert len(receiver.routes.queues) == 14
+
+
+def test_dead_letter_queues_exist_before_traffic(make_app: Any, broker: Any, prefix: str) -> None:
+    """The receiver declares each work queue with its DLX and its DLQ when it connects."""
+    app = make_app(routes=f"s={prefix}.logins")
+    assert app.test_client().get("/readyz").status_code == 200
+    channel = broker.default_channel
+    assert channel.queue_declare(f"{prefix}.logins.dlq", passive=True).message_count == 0
+    assert channel.queue_declare("auth0.quarantine", passive=True) is not None
+
+
+def test_healthz_and_unknown_paths_answer_json(client: Any) -> None:
+    """/healthz answers 200; unknown paths and methods answer JSON errors, never HTML."""
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/nope").status_code == 404
+    response = client.get("/webhooks/auth0")
+    assert response.status_code == 405
+    assert response.json["error"] == "method_not_allowed"
+
+
+def test_filtered_only_batch_is_answered_without_publishing(make_app: Any) -> None:
+    """A batch with nothing accepted is answered 202 even while the broker is unreachable."""
+    client = make_app(routes="s", broker_url="amqp://guest:guest@127.0.0.1:1//").test_client()
+    response = client.post("/webhooks/auth0", data=as_jsonl([make_record("w")]), headers=AUTH)
+    assert response.status_code == 202
+    assert response.json["filtered"] == 1

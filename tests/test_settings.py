@@ -1,0 +1,279 @@
+"""Unit tests for tasks.settings: environment variables, defaults, and errors that name the variable."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import AliasChoices
+
+from tasks.settings import (
+    DEFAULT_ROUTES,
+    MAX_SAFE_COUNTDOWN_SECONDS,
+    ConfigurationError,
+    Settings,
+    env_var_for,
+    load_settings,
+)
+
+
+def _names_settings_read() -> set[str]:
+    names = set()
+    for name, info in Settings.model_fields.items():
+        names.add(name)
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias)
+    return {name.lower() for name in names}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every variable Settings could read (any case), so each test sees only what it sets."""
+    readable = _names_settings_read()
+    for key in list(os.environ):
+        if key.lower() in readable:
+            monkeypatch.delenv(key)
+
+
+def test_defaults() -> None:
+    """With no variables set, every setting has its documented default."""
+    settings = load_settings()
+    assert settings.broker_url == "amqp://guest:guest@localhost:5672//"
+    assert settings.log_stream_tokens == ()
+    assert settings.allow_unauthenticated is False
+    assert settings.routes == DEFAULT_ROUTES
+    assert settings.max_retries == 8
+    assert settings.retry_backoff_base == 2.0
+    assert settings.retry_backoff_max == 300.0
+    assert settings.max_body_bytes == 10 * 1024 * 1024
+    assert settings.plugins == ()
+    assert settings.builtin_handlers == ("log",)
+    assert settings.publish_timeout == 10.0
+    assert settings.retry_after_seconds == 30
+    assert settings.task_time_limit == 300
+
+
+def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each documented environment variable sets its field."""
+    values = {
+        "BROKER_URL": "amqp://u:p@rabbit:5672/vh",
+        "AUTH0_LOG_STREAM_TOKENS": "tok",
+        "AUTH0_EVENTS_ALLOW_UNAUTHENTICATED": "true",
+        "AUTH0_EVENTS_ROUTES": "s,f",
+        "AUTH0_EVENTS_MAX_RETRIES": "3",
+        "AUTH0_EVENTS_RETRY_BACKOFF_BASE": "0.5",
+        "AUTH0_EVENTS_RETRY_BACKOFF_MAX": "1200",
+        "AUTH0_EVENTS_MAX_BODY_BYTES": "1024",
+        "AUTH0_EVENTS_PLUGINS": "my.handlers",
+        "AUTH0_EVENTS_BUILTIN_HANDLERS": "log",
+        "AUTH0_EVENTS_PUBLISH_TIMEOUT": "2.5",
+        "AUTH0_EVENTS_RETRY_AFTER": "60",
+        "AUTH0_EVENTS_TASK_TIME_LIMIT": "900",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.broker_url == "amqp://u:p@rabbit:5672/vh"
+    assert settings.log_stream_tokens == ("tok",)
+    assert settings.allow_unauthenticated is True
+    assert settings.routes == "s,f"
+    assert settings.max_retries == 3
+    assert settings.retry_backoff_base == 0.5
+    assert settings.retry_backoff_max == 1200.0
+    assert settings.max_body_bytes == 1024
+    assert settings.plugins == ("my.handlers",)
+    assert settings.builtin_handlers == ("log",)
+    assert settings.publish_timeout == 2.5
+    assert settings.retry_after_seconds == 60
+    assert settings.task_time_limit == 900
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("one", ("one",)),
+        ("one,two", ("one", "two")),
+        (" one , two ,three ", ("one", "two", "three")),
+        ("one,,two,", ("one", "two")),
+        (" , ", ()),
+        ("", ()),
+        ('["a","b"]', ('["a"', '"b"]')),
+    ],
+    ids=["single", "pair", "spaces", "empty-items", "only-separators", "empty", "json-is-not-decoded"],
+)
+@pytest.mark.parametrize(
+    "variable", ["AUTH0_LOG_STREAM_TOKENS", "AUTH0_EVENTS_PLUGINS", "AUTH0_EVENTS_BUILTIN_HANDLERS"]
+)
+def test_comma_lists(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: tuple[str, ...]
+) -> None:
+    """Comma-separated variables are split, stripped, and empty items dropped; JSON is not decoded."""
+    monkeypatch.setenv(variable, value)
+    settings = load_settings()
+    field = {
+        "AUTH0_LOG_STREAM_TOKENS": "log_stream_tokens",
+        "AUTH0_EVENTS_PLUGINS": "plugins",
+        "AUTH0_EVENTS_BUILTIN_HANDLERS": "builtin_handlers",
+    }[variable]
+    assert getattr(settings, field) == expected
+
+
+def test_overrides_by_field_name_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_settings(field=value) wins over the variable, and lists may be given as tuples."""
+    monkeypatch.setenv("AUTH0_EVENTS_MAX_RETRIES", "3")
+    settings = load_settings(max_retries=5, log_stream_tokens=("a", "b"), plugins="x, y")
+    assert settings.max_retries == 5
+    assert settings.log_stream_tokens == ("a", "b")
+    assert settings.plugins == ("x", "y")
+
+
+@pytest.mark.parametrize("value", ["true", "1", "yes", "on", "TRUE"])
+def test_boolean_variable_truthy_spellings(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """AUTH0_EVENTS_ALLOW_UNAUTHENTICATED accepts the usual spellings of true."""
+    monkeypatch.setenv("AUTH0_EVENTS_ALLOW_UNAUTHENTICATED", value)
+    assert load_settings().allow_unauthenticated is True
+
+
+def test_settings_are_frozen() -> None:
+    """The settings object cannot be changed after it is read."""
+    settings = load_settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.max_retries = 1  # type: ignore[misc]
+
+
+def test_backoff_max_may_equal_the_safe_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AUTH0_EVENTS_RETRY_BACKOFF_MAX may be exactly the consumer-timeout-safe limit."""
+    monkeypatch.setenv("AUTH0_EVENTS_RETRY_BACKOFF_MAX", str(MAX_SAFE_COUNTDOWN_SECONDS))
+    assert load_settings().retry_backoff_max == MAX_SAFE_COUNTDOWN_SECONDS
+
+
+def test_backoff_base_equal_to_max_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base equal to the cap is allowed (a constant delay bound)."""
+    monkeypatch.setenv("AUTH0_EVENTS_RETRY_BACKOFF_BASE", "30")
+    monkeypatch.setenv("AUTH0_EVENTS_RETRY_BACKOFF_MAX", "30")
+    assert load_settings().retry_backoff_base == 30.0
+
+
+def test_backoff_base_above_max_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backoff base above the cap is a ConfigurationError naming both variables."""
+    monkeypatch.setenv("AUTH0_EVENTS_RETRY_BACKOFF_BASE", "500")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: ")
+    assert "AUTH0_EVENTS_RETRY_BACKOFF_BASE must not exceed AUTH0_EVENTS_RETRY_BACKOFF_MAX" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"retry_backoff_max": 1201}, "AUTH0_EVENTS_RETRY_BACKOFF_MAX"),
+        ({"max_retries": -1}, "AUTH0_EVENTS_MAX_RETRIES"),
+        ({"max_retries": 101}, "AUTH0_EVENTS_MAX_RETRIES"),
+        ({"max_retries": "abc"}, "AUTH0_EVENTS_MAX_RETRIES"),
+        ({"retry_backoff_base": 0}, "AUTH0_EVENTS_RETRY_BACKOFF_BASE"),
+        ({"max_body_bytes": 0}, "AUTH0_EVENTS_MAX_BODY_BYTES"),
+        ({"publish_timeout": -1}, "AUTH0_EVENTS_PUBLISH_TIMEOUT"),
+        ({"retry_after_seconds": 0}, "AUTH0_EVENTS_RETRY_AFTER"),
+        ({"task_time_limit": 1201}, "AUTH0_EVENTS_TASK_TIME_LIMIT"),
+    ],
+)
+def test_bad_override_names_the_variable(overrides: dict[str, object], variable: str) -> None:
+    """A bad value passed by field name is a ConfigurationError naming the environment variable."""
+    with pytest.raises(ConfigurationError, match=f"invalid configuration: {variable}: "):
+        load_settings(**overrides)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Several bad values give one error naming each of them."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(max_retries=-1, max_body_bytes=0)
+    assert "AUTH0_EVENTS_MAX_RETRIES: " in str(caught.value)
+    assert "AUTH0_EVENTS_MAX_BODY_BYTES: " in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTH0_EVENTS_RETRY_BACKOFF_MAX", "1201"),
+        ("AUTH0_EVENTS_MAX_RETRIES", "-1"),
+        ("AUTH0_EVENTS_MAX_RETRIES", "abc"),
+        ("AUTH0_EVENTS_MAX_BODY_BYTES", "0"),
+        ("AUTH0_EVENTS_ALLOW_UNAUTHENTICATED", "maybe"),
+    ],
+)
+def test_bad_environment_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A bad value in an environment variable gives a ConfigurationError that names that variable."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert f"{variable}: " in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTH0_EVENTS_RETRY_BACKOFF_MAX", "1201"),
+        ("AUTH0_EVENTS_MAX_RETRIES", "-1"),
+        ("AUTH0_EVENTS_MAX_RETRIES", "abc"),
+    ],
+)
+def test_bad_environment_value_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A bad value in an environment variable stops load_settings with ConfigurationError."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match="^invalid configuration: "):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("MAX_RETRIES", "3", "max_retries"),
+        ("ROUTES", "sapi", "routes"),
+        ("PLUGINS", "some.module", "plugins"),
+    ],
+)
+def test_only_documented_variable_names_are_read(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    """A generic variable named like a field (not the documented AUTH0_EVENTS_* one) is ignored."""
+    default = getattr(load_settings(), field)
+    monkeypatch.setenv(variable, value)
+    assert getattr(load_settings(), field) == default
+
+
+@pytest.mark.parametrize(
+    ("field", "variable"),
+    [
+        ("broker_url", "BROKER_URL"),
+        ("log_stream_tokens", "AUTH0_LOG_STREAM_TOKENS"),
+        ("allow_unauthenticated", "AUTH0_EVENTS_ALLOW_UNAUTHENTICATED"),
+        ("routes", "AUTH0_EVENTS_ROUTES"),
+        ("max_retries", "AUTH0_EVENTS_MAX_RETRIES"),
+        ("retry_backoff_base", "AUTH0_EVENTS_RETRY_BACKOFF_BASE"),
+        ("retry_backoff_max", "AUTH0_EVENTS_RETRY_BACKOFF_MAX"),
+        ("max_body_bytes", "AUTH0_EVENTS_MAX_BODY_BYTES"),
+        ("plugins", "AUTH0_EVENTS_PLUGINS"),
+        ("builtin_handlers", "AUTH0_EVENTS_BUILTIN_HANDLERS"),
+        ("publish_timeout", "AUTH0_EVENTS_PUBLISH_TIMEOUT"),
+        ("retry_after_seconds", "AUTH0_EVENTS_RETRY_AFTER"),
+        ("task_time_limit", "AUTH0_EVENTS_TASK_TIME_LIMIT"),
+    ],
+)
+def test_env_var_for(field: str, variable: str) -> None:
+    """env_var_for maps each field to the environment variable that sets it."""
+    assert env_var_for(field) == variable
+
+
+def test_env_var_for_covers_every_field() -> None:
+    """Every settings field has an environment variable of its own."""
+    names = [env_var_for(field) for field in Settings.model_fields]
+    assert len(set(names)) == len(names)
+    assert all(name.isupper() for name in names)
