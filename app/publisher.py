@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -12,8 +11,9 @@ from typing import Any
 
 from amqp.exceptions import AMQPError
 from celery import Celery
-from kombu import Connection, Producer
+from kombu.connection import Connection
 from kombu.exceptions import KombuError
+from kombu.messaging import Producer
 
 from app.intake import Intake, QuarantinedRecord
 from tasks.event_task import TASK_NAME
@@ -82,7 +82,7 @@ class ConfirmTracker:
                 raise PublishError(f"{len(self.outstanding)} message(s) unconfirmed after {timeout}s")
             try:
                 connection.drain_events(timeout=remaining)
-            except socket.timeout:
+            except TimeoutError:
                 continue
         if self.failures:
             raise PublishError("; ".join(self.failures))
@@ -154,8 +154,10 @@ class EventPublisher:
                     "write_timeout": self._timeout,
                 },
             )
-            connection.connect()
             self._connection = connection
+            # One quick second try covers a blip; a down broker must turn into a 503 fast, not hold the
+            # request (kombu's default connect() waits 2 s before its retry).
+            connection.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0, interval_max=0.2)
             declare_all(connection, self._queue_names)
             channel = connection.channel()
             self._tracker = ConfirmTracker(channel)
@@ -163,8 +165,9 @@ class EventPublisher:
             logger.info("connected to the broker and declared %d work queues", len(self._queue_names))
         return self._producer, self._tracker
 
-    def _send_event(self, producer: Producer, record: dict[str, Any], event_type: str, log_id: str,
-                    queue: str) -> None:
+    def _send_event(
+        self, producer: Producer, record: dict[str, Any], event_type: str, log_id: str, queue: str
+    ) -> None:
         self._celery.send_task(
             TASK_NAME,
             args=(record,),

@@ -43,16 +43,24 @@ class Receiver:
         intake = sort_records(records, self.routes)
         if intake.accepted or intake.quarantined:
             self._publish(intake, request_id)
-        logger.info("received batch request_id=%s %s", request_id, intake.summary(),
-                    extra={"request_id": request_id, **intake.summary()})
+        logger.info(
+            "received batch request_id=%s %s",
+            request_id,
+            intake.summary(),
+            extra={"request_id": request_id, **intake.summary()},
+        )
         return intake
 
     def _publish(self, intake: Intake, request_id: str) -> None:
         try:
             self.publisher.publish(intake, request_id)
         except PublishError as exc:
-            logger.error("broker did not confirm batch request_id=%s: %s", request_id, exc,
-                         extra={"request_id": request_id})
+            logger.error(
+                "broker did not confirm batch request_id=%s: %s",
+                request_id,
+                exc,
+                extra={"request_id": request_id},
+            )
             raise BrokerUnavailable(
                 f"the broker did not confirm the batch; retry later ({exc})",
                 retry_after=self.settings.retry_after_seconds,

@@ -27,7 +27,7 @@ def retry_policy() -> RetryPolicy:
 
 @app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None)
 def handle_event(self: Task, record: dict[str, Any], event_type: str, log_id: str) -> None:
-    """Run the handlers subscribed to one Auth0 log event (``event_type`` and ``log_id`` label it in Flower)."""
+    """Run the handlers subscribed to one Auth0 log event (type and log_id label it in Flower)."""
     policy = retry_policy()
     retries = self.request.retries
     if self.request.delivery_info.get("redelivered"):
@@ -51,7 +51,11 @@ def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, e
     if decision.action == "retry":
         logger.warning(
             "retrying event log_id=%s type=%s in %.2fs (retry %d): %s",
-            log_id, event_type, decision.countdown, task.request.retries + 1, decision.reason,
+            log_id,
+            event_type,
+            decision.countdown,
+            task.request.retries + 1,
+            decision.reason,
             extra=context,
         )
         # max_retries=None: the policy above already bounded the count; Celery's own check must not
@@ -59,7 +63,10 @@ def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, e
         raise task.retry(exc=exc, countdown=decision.countdown, max_retries=None)
     logger.error(
         "dead-lettering event log_id=%s type=%s task_id=%s: %s",
-        log_id, event_type, task.request.id, decision.reason,
+        log_id,
+        event_type,
+        task.request.id,
+        decision.reason,
         extra=context,
     )
     raise Reject(decision.reason, requeue=False)

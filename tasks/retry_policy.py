@@ -40,7 +40,7 @@ class RetryPolicy:
 
     def backoff(self, retries: int, rng: Callable[[], float] = random.random) -> float:
         """Return the delay before retry number ``retries + 1``: uniform in [0, min(max, base·2^retries))."""
-        return rng() * min(self.backoff_max, self.backoff_base * 2**retries)
+        return float(rng() * min(self.backoff_max, self.backoff_base * 2**retries))
 
 
 @dataclass(frozen=True)

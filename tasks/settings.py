@@ -29,19 +29,11 @@ class Settings(BaseSettings):
     # Only the documented variable names are read: no bare field names such as MAX_RETRIES.
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    broker_url: str = Field(
-        "amqp://guest:guest@localhost:5672//", validation_alias="BROKER_URL"
-    )
-    log_stream_tokens: CommaList = Field(
-        (), validation_alias="AUTH0_LOG_STREAM_TOKENS"
-    )
-    allow_unauthenticated: bool = Field(
-        False, validation_alias="AUTH0_EVENTS_ALLOW_UNAUTHENTICATED"
-    )
+    broker_url: str = Field("amqp://guest:guest@localhost:5672//", validation_alias="BROKER_URL")
+    log_stream_tokens: CommaList = Field((), validation_alias="AUTH0_LOG_STREAM_TOKENS")
+    allow_unauthenticated: bool = Field(False, validation_alias="AUTH0_EVENTS_ALLOW_UNAUTHENTICATED")
     routes: str = Field(DEFAULT_ROUTES, validation_alias="AUTH0_EVENTS_ROUTES")
-    max_retries: int = Field(
-        8, ge=0, le=100, validation_alias="AUTH0_EVENTS_MAX_RETRIES"
-    )
+    max_retries: int = Field(8, ge=0, le=100, validation_alias="AUTH0_EVENTS_MAX_RETRIES")
     retry_backoff_base: float = Field(
         2.0,
         gt=0,
@@ -59,15 +51,9 @@ class Settings(BaseSettings):
         validation_alias="AUTH0_EVENTS_MAX_BODY_BYTES",
     )
     plugins: CommaList = Field((), validation_alias="AUTH0_EVENTS_PLUGINS")
-    builtin_handlers: CommaList = Field(
-        ("log",), validation_alias="AUTH0_EVENTS_BUILTIN_HANDLERS"
-    )
-    publish_timeout: float = Field(
-        10.0, gt=0, validation_alias="AUTH0_EVENTS_PUBLISH_TIMEOUT"
-    )
-    retry_after_seconds: int = Field(
-        30, ge=1, validation_alias="AUTH0_EVENTS_RETRY_AFTER"
-    )
+    builtin_handlers: CommaList = Field(("log",), validation_alias="AUTH0_EVENTS_BUILTIN_HANDLERS")
+    publish_timeout: float = Field(10.0, gt=0, validation_alias="AUTH0_EVENTS_PUBLISH_TIMEOUT")
+    retry_after_seconds: int = Field(30, ge=1, validation_alias="AUTH0_EVENTS_RETRY_AFTER")
     task_time_limit: int = Field(
         300,
         gt=0,
@@ -82,9 +68,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _backoff_base_below_cap(self) -> Settings:
         if self.retry_backoff_base > self.retry_backoff_max:
-            raise ValueError(
-                "AUTH0_EVENTS_RETRY_BACKOFF_BASE must not exceed AUTH0_EVENTS_RETRY_BACKOFF_MAX"
-            )
+            raise ValueError("AUTH0_EVENTS_RETRY_BACKOFF_BASE must not exceed AUTH0_EVENTS_RETRY_BACKOFF_MAX")
         return self
 
 
@@ -114,7 +98,7 @@ def load_settings(**overrides: object) -> Settings:
     if unknown:
         raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     try:
-        return Settings(**{env_var_for(name): value for name, value in overrides.items()})
+        return Settings(**{env_var_for(name): value for name, value in overrides.items()})  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -1,10 +1,11 @@
-"""The RabbitMQ exchanges and queues, built from the routes so that every declarer uses identical arguments."""
+"""RabbitMQ exchanges and queues, built from the routes so every declarer uses identical arguments."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from kombu import Connection, Exchange, Queue
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
 
 from tasks.routing import DLQ_SUFFIX, QUARANTINE_QUEUE
 

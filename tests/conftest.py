@@ -46,8 +46,16 @@ def _create_vhost() -> tuple[str, str | None]:
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     # test.full refuses every message, so publishes to it are nacked (tests/test_publish_failures.py).
-    _rabbitmqctl("set_policy", "-p", vhost, "--apply-to", "queues", "refuse-all", r"^test\.full$",
-                 '{"max-length": 0, "overflow": "reject-publish"}')
+    _rabbitmqctl(
+        "set_policy",
+        "-p",
+        vhost,
+        "--apply-to",
+        "queues",
+        "refuse-all",
+        r"^test\.full$",
+        '{"max-length": 0, "overflow": "reject-publish"}',
+    )
     return f"{BROKER_HOST}/{vhost}", vhost
 
 
@@ -68,17 +76,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_VHOST] = vhost
     effects = Path(tempfile.mkdtemp(prefix="auth0-events-effects-"))
     config.stash[_EFFECTS] = effects
-    os.environ.update({
-        "BROKER_URL": url,
-        "AUTH0_LOG_STREAM_TOKENS": f"{TEST_TOKEN},rotated-token",
-        "AUTH0_EVENTS_ROUTES": TEST_ROUTES,
-        "AUTH0_EVENTS_MAX_RETRIES": str(MAX_RETRIES),
-        "AUTH0_EVENTS_RETRY_BACKOFF_BASE": "0.05",
-        "AUTH0_EVENTS_RETRY_BACKOFF_MAX": "0.2",
-        "AUTH0_EVENTS_PLUGINS": "tests.plugin_handlers",
-        "AUTH0_EVENTS_PUBLISH_TIMEOUT": "5",
-        "AUTH0_EVENTS_TEST_EFFECTS": str(effects),
-    })
+    os.environ.update(
+        {
+            "BROKER_URL": url,
+            "AUTH0_LOG_STREAM_TOKENS": f"{TEST_TOKEN},rotated-token",
+            "AUTH0_EVENTS_ROUTES": TEST_ROUTES,
+            "AUTH0_EVENTS_MAX_RETRIES": str(MAX_RETRIES),
+            "AUTH0_EVENTS_RETRY_BACKOFF_BASE": "0.05",
+            "AUTH0_EVENTS_RETRY_BACKOFF_MAX": "0.2",
+            "AUTH0_EVENTS_PLUGINS": "tests.plugin_handlers",
+            "AUTH0_EVENTS_PUBLISH_TIMEOUT": "5",
+            "AUTH0_EVENTS_TEST_EFFECTS": str(effects),
+        }
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

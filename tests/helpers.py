@@ -117,13 +117,29 @@ class WorkerProcess:
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         """Start the worker and return once it logged that it is ready."""
         command = [
-            sys.executable, "-m", "celery", "-A", "tasks", "worker",
-            "-Q", ",".join(self.queues), "-n", f"{self.name}@%h", "-c", str(self.concurrency),
-            "--loglevel=INFO", "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-Q",
+            ",".join(self.queues),
+            "-n",
+            f"{self.name}@%h",
+            "-c",
+            str(self.concurrency),
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it from here
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            command,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()

@@ -58,8 +58,9 @@ def test_receiver_reconnects_after_the_broker_comes_back(
 
 def test_unanswered_confirms_time_out_into_503(make_app: Any, broker_url: str, proxy: TcpProxy) -> None:
     """The broker takes the messages but never confirms: 503 after AUTH0_EVENTS_PUBLISH_TIMEOUT."""
-    client = make_app(broker_url=proxy.url(broker_url), routes="s=test.blackhole",
-                      publish_timeout=1).test_client()
+    client = make_app(
+        broker_url=proxy.url(broker_url), routes="s=test.blackhole", publish_timeout=1
+    ).test_client()
     assert client.get("/readyz").status_code == 200
     proxy.replies_flowing = False
     response = post(client, make_record("s"))

@@ -54,8 +54,10 @@ def test_real_batch_with_duplicate_log_id_is_published_once(routed: Any, broker:
     assert response.status_code == 202
     assert response.json == {"received": 4, "accepted": 3, "filtered": 0, "quarantined": 0, "duplicates": 1}
     assert sorted(log_ids(broker, f"{prefix}.failed")) == sorted(
-        ["90020211103082515482106767167326018758436529088273317970",
-         "90020211103082515482106767167326018758436529088273317971"]
+        [
+            "90020211103082515482106767167326018758436529088273317970",
+            "90020211103082515482106767167326018758436529088273317971",
+        ]
     )
     assert log_ids(broker, f"{prefix}.logins") == ["90020211104001515271334544008635532534914988032684720226"]
 
@@ -78,13 +80,16 @@ def test_task_message_is_persistent_and_labelled(routed: Any, broker: Any, prefi
 )
 def test_configured_tokens_are_accepted(routed: Any, header: str) -> None:
     """The token is accepted with or without 'Bearer', and every configured token works (rotation)."""
-    response = routed.post("/webhooks/auth0", data=as_jsonl([make_record("s")]),
-                           headers={"Authorization": header})
+    response = routed.post(
+        "/webhooks/auth0", data=as_jsonl([make_record("s")]), headers={"Authorization": header}
+    )
     assert response.status_code == 202
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": ""},
-                                     {"Authorization": f"Basic {TEST_TOKEN}x"}])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": ""}, {"Authorization": f"Basic {TEST_TOKEN}x"}],
+)
 def test_wrong_or_missing_token_is_401_and_enqueues_nothing(
     routed: Any, broker: Any, prefix: str, headers: dict[str, str]
 ) -> None:
@@ -127,8 +132,9 @@ def test_body_over_the_limit_is_413_and_enqueues_nothing(make_app: Any, broker: 
     assert take_messages(broker, f"{prefix}.logins") == []
 
 
-def test_mixed_batch_enqueues_good_quarantines_bad_counts_filtered(make_app: Any, broker: Any,
-                                                                 prefix: str) -> None:
+def test_mixed_batch_enqueues_good_quarantines_bad_counts_filtered(
+    make_app: Any, broker: Any, prefix: str
+) -> None:
     """Valid records are enqueued, invalid ones kept in auth0.quarantine with the reason, others counted."""
     client = make_app(routes=f"s={prefix}.logins").test_client()
     take_messages(broker, "auth0.quarantine")
@@ -160,7 +166,9 @@ def test_routing_by_code_category_and_catch_all(routed: Any, broker: Any, prefix
 
 def test_default_routes_use_one_queue_per_event_type(make_app: Any) -> None:
     """Unconfigured, the 14 default event types each get auth0.<code>, and everything else is filtered."""
-    receiver = make_app(routes=pytest.importorskip("tasks.settings").DEFAULT_ROUTES).extensions["auth0_events"]
+    receiver = make_app(routes=pytest.importorskip("tasks.settings").DEFAULT_ROUTES).extensions[
+        "auth0_events"
+    ]
     assert receiver.routes.queue_for("ss") == "auth0.ss"
     assert receiver.routes.queue_for("limit_wc") == "auth0.limit_wc"
     assert receiver.routes.queue_for("sapi") is None

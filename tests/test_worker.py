@@ -48,8 +48,10 @@ def test_accepted_events_are_processed_by_the_worker_of_their_queue(
     records = [make_record(t) for t in ("s", "ss", "fp", "limit_wc")]
     post(client, *records)
     for record in records:
-        wait_for(lambda r=record: count_lines(effects_dir, "effects.log", f"effect {r['log_id']}") == 1,
-                 what=f"effect of {record['log_id']}")
+        wait_for(
+            lambda r=record: count_lines(effects_dir, "effects.log", f"effect {r['log_id']}") == 1,
+            what=f"effect of {record['log_id']}",
+        )
     assert "auth0 event ss (Success Signup)" in session_worker.log_text()
 
 
@@ -76,10 +78,18 @@ def test_permanent_failure_goes_to_the_dlq_without_retries(
     death = message.headers["x-death"][0]
     assert (death["reason"], death["queue"], death["count"]) == ("rejected", "auth0.fp", 1)
     assert message.decode()[0] == [record]
-    log = wait_for(lambda: session_worker.log_text() if f"dead-lettering event log_id={log_id}"
-                   in session_worker.log_text() else "", what="dead-letter log line")
-    assert f"dead-lettering event log_id={log_id} type=fp task_id={message.headers['id']}: " \
-           "permanent error: PermanentError: user does not exist upstream" in log
+    log = wait_for(
+        lambda: (
+            session_worker.log_text()
+            if f"dead-lettering event log_id={log_id}" in session_worker.log_text()
+            else ""
+        ),
+        what="dead-letter log line",
+    )
+    assert (
+        f"dead-lettering event log_id={log_id} type=fp task_id={message.headers['id']}: "
+        "permanent error: PermanentError: user does not exist upstream" in log
+    )
 
 
 def test_always_failing_handler_is_dead_lettered_after_the_configured_retries(
@@ -93,5 +103,7 @@ def test_always_failing_handler_is_dead_lettered_after_the_configured_retries(
     assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == MAX_RETRIES + 1
     assert message.headers["retries"] == MAX_RETRIES
     assert message.headers["x-death"][0]["reason"] == "rejected"
-    assert f"gave up after {MAX_RETRIES} retries: RuntimeError: this handler always fails" in \
-        session_worker.log_text()
+    assert (
+        f"gave up after {MAX_RETRIES} retries: RuntimeError: this handler always fails"
+        in session_worker.log_text()
+    )

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import MAX_RETRIES, TEST_TOKEN
-from tests.helpers import as_jsonl, count_lines, make_record, take_messages, task_kwargs, wait_for, with_action
+from tests.helpers import (
+    as_jsonl,
+    count_lines,
+    make_record,
+    take_messages,
+    task_kwargs,
+    wait_for,
+    with_action,
+)
 
 pytestmark = pytest.mark.worker
 AUTH = {"Authorization": TEST_TOKEN}
@@ -79,4 +87,5 @@ def test_event_that_kills_its_worker_every_time_ends_in_the_dlq(
     assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == MAX_RETRIES + 1
     assert count_lines(effects_dir, "effects.log", f"effect {log_id}") == 0
     assert f"gave up after {MAX_RETRIES} retries: worker died" in worker.log_text()
-    assert worker.process is not None and worker.process.poll() is None
+    assert worker.process is not None
+    assert worker.process.poll() is None

@@ -1,0 +1,136 @@
+"""The Procfile, docker-compose.yml, .env.example and celeryconfig.py agree on queues and commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.routing import DLQ_SUFFIX, QUARANTINE_QUEUE, parse_routes
+from tasks.settings import DEFAULT_ROUTES, Settings
+from tests.helpers import ROOT
+
+
+def procfile() -> dict[str, str]:
+    """Process name to command, from the Procfile."""
+    processes = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            processes[name.strip()] = command.strip()
+    return processes
+
+
+def compose() -> dict[str, Any]:
+    """docker-compose.yml, parsed."""
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
+
+
+def worker_queues(command: str) -> list[str]:
+    """The -Q list of a celery worker command."""
+    words = shlex.split(command)
+    return words[words.index("-Q") + 1].split(",")
+
+
+def default_celeryconfig_queues() -> list[dict[str, Any]]:
+    """The queues celeryconfig.py declares with the default environment, from a clean process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH0_EVENTS_", "BROKER_URL"))}
+    code = (
+        "import json, celeryconfig; print(json.dumps([{'name': q.name, 'args': q.queue_arguments} "
+        "for q in celeryconfig.task_queues]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return list(json.loads(out.stdout))
+
+
+WORKERS = {name: command for name, command in procfile().items() if name.startswith("worker_")}
+
+
+def test_procfile_has_web_workers_and_flower() -> None:
+    """web serves the app factory on $PORT, each worker consumes a -Q list, flower has a login."""
+    processes = procfile()
+    assert "gunicorn" in processes["web"]
+    assert "${PORT" in processes["web"]
+    assert "'app:create_app()'" in processes["web"]
+    assert WORKERS, "no worker_… process"
+    assert all(command.startswith("celery -A tasks worker ") for command in WORKERS.values())
+    assert processes["flower"].startswith("celery -A tasks flower ")
+    assert "--basic-auth=" in processes["flower"]
+
+
+def test_worker_queues_cover_the_default_routes_exactly_once() -> None:
+    """Every default work queue has exactly one worker group; no worker consumes a DLQ or quarantine."""
+    consumed = [queue for command in WORKERS.values() for queue in worker_queues(command)]
+    assert sorted(consumed) == sorted(parse_routes(DEFAULT_ROUTES).queues)
+    assert len(consumed) == len(set(consumed))
+    assert not [q for q in consumed if q.endswith(DLQ_SUFFIX) or q == QUARANTINE_QUEUE]
+
+
+def test_worker_node_names_are_unique() -> None:
+    """Two workers with one node name clash on the broker, so each group has its own -n."""
+    names = [shlex.split(command)[shlex.split(command).index("-n") + 1] for command in WORKERS.values()]
+    assert len(names) == len(set(names)) == len(WORKERS)
+
+
+def test_celeryconfig_declares_the_procfile_queues_with_dead_lettering() -> None:
+    """With the default environment celeryconfig lists the same queues, each dead-lettering to its DLQ."""
+    queues = default_celeryconfig_queues()
+    consumed = {queue for command in WORKERS.values() for queue in worker_queues(command)}
+    assert {q["name"] for q in queues} == consumed
+    for queue in queues:
+        assert queue["args"] == {
+            "x-dead-letter-exchange": "auth0.events.dlx",
+            "x-dead-letter-routing-key": queue["name"],
+        }
+
+
+@pytest.mark.parametrize("process", sorted(procfile()))
+def test_compose_runs_each_procfile_line_word_for_word(process: str) -> None:
+    """Each Procfile process is a compose service running the same command through sh."""
+    service = compose()["services"][process]
+    shell, flag, command = service["command"]
+    assert (shell, flag) == ("sh", "-c")
+    assert command.replace("$$", "$") == procfile()[process]
+
+
+def test_compose_has_rabbitmq_with_management_and_health_checks() -> None:
+    """RabbitMQ runs the management image; every app service waits for it to be healthy and has a check."""
+    services = compose()["services"]
+    assert services["rabbitmq"]["image"].endswith("-management")
+    assert "healthcheck" in services["rabbitmq"]
+    for name in procfile():
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        assert "healthcheck" in services[name], name
+
+
+def test_compose_default_routes_match_the_settings_default() -> None:
+    """Compose's AUTH0_EVENTS_ROUTES default is the same as the code's, so its workers' -Q lists fit."""
+    environment = compose()["services"]["web"]["environment"]
+    default = re.fullmatch(r"\$\{AUTH0_EVENTS_ROUTES:-(.*)\}", environment["AUTH0_EVENTS_ROUTES"])
+    assert default is not None
+    assert default.group(1) == DEFAULT_ROUTES
+
+
+def test_env_example_documents_every_setting() -> None:
+    """.env.example names every environment variable the settings read, and the compose file passes them."""
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    variables = {str(field.validation_alias) for field in Settings.model_fields.values()}
+    assert variables <= documented
+    passed = set(compose()["services"]["web"]["environment"])
+    # The development-only switch is deliberately not offered by the compose file.
+    assert variables - {"AUTH0_EVENTS_ALLOW_UNAUTHENTICATED"} <= passed
