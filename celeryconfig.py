@@ -5,7 +5,6 @@ Each setting that protects an event says why; shared/reference/celery-rabbitmq.m
 
 from __future__ import annotations
 
-from tasks.builtin import builtin_modules
 from tasks.routing import parse_routes
 from tasks.settings import get_settings
 from tasks.topology import EVENTS_EXCHANGE, work_queue
@@ -52,4 +51,5 @@ worker_send_task_events = True
 task_send_sent_event = True
 task_track_started = True
 
-imports = [*builtin_modules(_settings.builtin_handlers), *_settings.plugins]
+# Registers the enabled built-in handlers and AUTH0_EVENTS_PLUGINS in every worker at start-up.
+imports = ["tasks.plugins"]

@@ -89,14 +89,15 @@ def unregister(name: str) -> None:
     _registry.pop(name, None)
 
 
-def import_handler_modules(module_names: Iterable[str]) -> None:
+def import_handler_modules(module_names: Iterable[str], source: str = "") -> None:
     """Import each module so its ``@handles`` functions register.
 
-    Raises ImportError naming the module when one cannot be imported, so a worker fails at start-up
-    rather than running without a handler its operator configured.
+    Raises ImportError naming the module (and ``source``, the setting that named it) when one cannot be
+    imported, so a worker fails at start-up rather than running without a handler its operator configured.
     """
     for module_name in module_names:
         try:
             importlib.import_module(module_name)
         except ImportError as exc:
-            raise ImportError(f"cannot import handler module {module_name!r}: {exc}") from exc
+            named_in = f" named in {source}" if source else ""
+            raise ImportError(f"cannot import handler module {module_name!r}{named_in}: {exc}") from exc

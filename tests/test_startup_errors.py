@@ -1,0 +1,73 @@
+"""A configuration the service cannot run with stops it at start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from app import create_app
+from tasks.settings import ConfigurationError
+from tests.helpers import ROOT, as_jsonl, make_record
+
+
+def test_receiver_without_a_token_refuses_to_start(settings_for: Any) -> None:
+    """No AUTH0_LOG_STREAM_TOKENS: create_app raises, naming the variable and the development switch."""
+    with pytest.raises(ConfigurationError, match="AUTH0_LOG_STREAM_TOKENS is not set") as error:
+        create_app({"SETTINGS": settings_for(log_stream_tokens="")})
+    assert "AUTH0_EVENTS_ALLOW_UNAUTHENTICATED" in str(error.value)
+
+
+def test_development_switch_accepts_requests_without_a_token(make_app: Any, broker: Any) -> None:
+    """With the explicit development switch and no token, a request without Authorization is accepted."""
+    client = make_app(log_stream_tokens="", allow_unauthenticated=True, routes="s=test.devmode").test_client()
+    assert client.post("/webhooks/auth0", data=as_jsonl([make_record("s")])).status_code == 202
+
+
+def test_development_switch_does_not_disable_configured_tokens(make_app: Any) -> None:
+    """The switch only matters when no token is configured: with one, a wrong token is still a 401."""
+    client = make_app(allow_unauthenticated=True).test_client()
+    response = client.post(
+        "/webhooks/auth0", data=as_jsonl([make_record("s")]), headers={"Authorization": "x"}
+    )
+    assert response.status_code == 401
+
+
+def test_receiver_with_bad_routes_refuses_to_start(settings_for: Any) -> None:
+    """An AUTH0_EVENTS_ROUTES the receiver cannot understand stops it, naming the variable and entry."""
+    with pytest.raises(ConfigurationError, match=r"AUTH0_EVENTS_ROUTES: route 'f=amq\.x'"):
+        create_app({"SETTINGS": settings_for(routes="s,f=amq.x")})
+
+
+def worker_start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Start a real worker with ``env`` and return how it ended (it is expected to stop by itself)."""
+    command = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "auth0.s", "-n", "bad@%h"]
+    return subprocess.run(
+        command, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"AUTH0_EVENTS_PLUGINS": "no_such_pkg.handlers"},
+            "cannot import handler module 'no_such_pkg.handlers' named in AUTH0_EVENTS_PLUGINS",
+        ),
+        (
+            {"AUTH0_EVENTS_BUILTIN_HANDLERS": "log,nope"},
+            "AUTH0_EVENTS_BUILTIN_HANDLERS: unknown handler 'nope'",
+        ),
+        ({"AUTH0_EVENTS_MAX_RETRIES": "many"}, "AUTH0_EVENTS_MAX_RETRIES: Input should be a valid integer"),
+        ({"AUTH0_EVENTS_ROUTES": "auth.login.failed"}, "'auth.login.failed' is not a stream category"),
+    ],
+)
+def test_worker_with_bad_configuration_exits_naming_it(env: dict[str, str], message: str) -> None:
+    """A worker whose configuration is wrong exits non-zero, saying which variable is wrong."""
+    result = worker_start(env)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
