@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from amqp.exceptions import AMQPError
@@ -15,7 +16,7 @@ from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.messaging import Producer
 
-from app.intake import Intake, QuarantinedRecord
+from app.intake import AcceptedEvent, Intake, QuarantinedRecord
 from tasks.event_task import TASK_NAME
 from tasks.routing import QUARANTINE_QUEUE
 from tasks.topology import EVENTS_EXCHANGE, declare_all, work_queue
@@ -112,8 +113,9 @@ class EventPublisher:
         with self._lock:
             try:
                 producer, tracker = self._connected()
+                received_at = datetime.now(UTC).isoformat()
                 for event in intake.accepted:
-                    self._send_event(producer, event.record, event.event_type, event.log_id, event.queue)
+                    self._send_event(producer, event, received_at)
                 for bad in intake.quarantined:
                     self._send_quarantined(producer, bad, request_id)
                 tracker.wait(producer.connection, self._timeout)
@@ -165,15 +167,14 @@ class EventPublisher:
             logger.info("connected to the broker and declared %d work queues", len(self._queue_names))
         return self._producer, self._tracker
 
-    def _send_event(
-        self, producer: Producer, record: dict[str, Any], event_type: str, log_id: str, queue: str
-    ) -> None:
+    def _send_event(self, producer: Producer, event: AcceptedEvent, received_at: str) -> None:
+        event_type, log_id = event.event_type, event.log_id
         self._celery.send_task(
             TASK_NAME,
-            args=(record,),
-            kwargs={"event_type": event_type, "log_id": log_id},
+            args=(event.record,),
+            kwargs={"event_type": event_type, "log_id": log_id, "received_at": received_at},
             task_id=str(uuid.uuid4()),
-            queue=work_queue(queue),
+            queue=work_queue(event.queue),
             producer=producer,
             retry=False,  # a failure fails the whole batch, which Auth0 then re-sends
             # Declared once per connection in _connected(); mandatory makes a queue deleted since then

@@ -17,6 +17,33 @@ def main() -> None:
     """Operate auth0-events: Auth0 log stream events as Celery tasks on RabbitMQ."""
 
 
+@main.group()
+def db() -> None:
+    """The event archive and ledger database (DATABASE_URL)."""
+
+
+@db.command()
+@click.option("--revision", default="head", show_default=True, help="Migrate up (or down) to this revision.")
+def upgrade(revision: str) -> None:
+    """Apply the database migrations; safe to run at every start (the Procfile's release process)."""
+    from tasks.db import upgrade as run_upgrade
+
+    try:
+        settings = get_settings()
+        run_upgrade(settings.database_url, revision)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        raise click.ClickException(f"migrating {_safe_url(settings.database_url)} failed: {exc}") from exc
+    click.echo(f"database {_safe_url(settings.database_url)} is at revision {revision}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def routes(as_json: bool) -> None:

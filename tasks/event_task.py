@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Task
@@ -10,7 +11,8 @@ from celery.exceptions import Reject
 
 from tasks.celery_app import app
 from tasks.events import parse_event
-from tasks.process import process_event
+from tasks.models import utcnow
+from tasks.process import process_event, record_failure
 from tasks.retry_policy import Decision, RetryPolicy, decide, decide_redelivery
 from tasks.settings import get_settings
 
@@ -26,16 +28,30 @@ def retry_policy() -> RetryPolicy:
 
 
 @app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None)
-def handle_event(self: Task, record: dict[str, Any], event_type: str, log_id: str) -> None:
+def handle_event(
+    self: Task, record: dict[str, Any], event_type: str, log_id: str, received_at: str | None = None
+) -> None:
     """Run the handlers subscribed to one Auth0 log event (type and log_id label it in Flower)."""
     policy = retry_policy()
     retries = self.request.retries
     if self.request.delivery_info.get("redelivered"):
         _apply(self, decide_redelivery(policy, retries), None, log_id, event_type)
     try:
-        process_event(parse_event(record))
+        process_event(parse_event(record), self.request.id, _received(received_at), _stale_claim_age())
     except Exception as exc:  # noqa: BLE001 - the policy decides for every exception, unknown ones included
         _apply(self, decide(policy, exc, retries), exc, log_id, event_type)
+
+
+def _received(received_at: str | None) -> datetime:
+    try:
+        return datetime.fromisoformat(received_at) if received_at else utcnow()
+    except ValueError:
+        return utcnow()
+
+
+def _stale_claim_age() -> timedelta:
+    # A claim older than the hard time limit (plus slack) belongs to a task that can no longer be running.
+    return timedelta(seconds=get_settings().task_time_limit + 60)
 
 
 def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, event_type: str) -> None:
@@ -48,6 +64,12 @@ def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, e
         "retries": task.request.retries,
         "reason": decision.reason,
     }
+    record_failure(
+        log_id,
+        task.request.id,
+        "retrying" if decision.action == "retry" else "dead_lettered",
+        decision.reason,
+    )
     if decision.action == "retry":
         logger.warning(
             "retrying event log_id=%s type=%s in %.2fs (retry %d): %s",

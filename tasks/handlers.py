@@ -6,6 +6,9 @@ Public API::
 
     @handles("ss", "s")              # event codes, stream categories such as "auth.login.fail", or "*"
     def welcome(event: Auth0Event) -> None: ...
+
+    @handles("sdu", transactional=True)   # writes to the service's database atomically with its ledger mark
+    def forget_user(event: Auth0Event, session: Session) -> None: ...
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tasks.catalogue import describe, is_category
-from tasks.events import Auth0Event
 
-Handler = Callable[[Auth0Event], object]
+Handler = Callable[..., object]
 
 ALL_EVENTS = "*"
 
@@ -44,6 +46,9 @@ class Registration:
     name: str
     func: Handler
     selectors: frozenset[str]
+    #: Called as ``func(event, session)`` inside the ledger's transaction, which commits its writes and
+    #: its "done" mark together; otherwise called as ``func(event)``.
+    transactional: bool = False
 
     def wants(self, event_type: str) -> bool:
         """Whether this handler runs for events of ``event_type``."""
@@ -54,10 +59,12 @@ class Registration:
 _registry: dict[str, Registration] = {}
 
 
-def handles(*selectors: str) -> Callable[[Handler], Handler]:
+def handles(*selectors: str, transactional: bool = False) -> Callable[[Handler], Handler]:
     """Subscribe the decorated function to events of the given codes or categories.
 
-    Raises ValueError at import time when no selector is given, so a typo'd registration fails loudly.
+    With ``transactional=True`` the function also receives the ledger's SQLAlchemy session; what it writes
+    there commits in the same transaction as its "done" mark, so the write happens exactly once.
+    Raises ValueError at import time for no selector or an unknown category, so typos fail loudly.
     """
     if not selectors or not all(isinstance(s, str) and s for s in selectors):
         raise ValueError("@handles needs at least one event code, stream category or '*'")
@@ -68,7 +75,7 @@ def handles(*selectors: str) -> Callable[[Handler], Handler]:
 
     def register(func: Handler) -> Handler:
         name = f"{func.__module__}.{func.__qualname__}"
-        _registry[name] = Registration(name=name, func=func, selectors=frozenset(selectors))
+        _registry[name] = Registration(name, func, frozenset(selectors), transactional)
         return func
 
     return register

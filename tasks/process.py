@@ -1,24 +1,78 @@
-"""Run the handlers subscribed to an event: the plain function behind the Celery task."""
+"""Run the handlers subscribed to an event once each, through the ledger (the task calls this)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from tasks.db import session_scope
 from tasks.events import Auth0Event
-from tasks.handlers import handlers_for
+from tasks.handlers import Registration, handlers_for
+from tasks.ledger import claim, mark_done, record_attempt, record_outcome, release_claims
+from tasks.models import utcnow
 
 logger = logging.getLogger(__name__)
 
 
-def process_event(event: Auth0Event) -> list[str]:
-    """Run every handler for the event's type in registration order; return the names that ran.
+@dataclass
+class Outcome:
+    """Which handlers ran on this attempt and which were skipped as already done."""
 
-    The first handler to raise stops the run and its exception propagates, so the retry policy sees it.
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def process_event(event: Auth0Event, task_id: str, received_at: datetime, stale_after: timedelta) -> Outcome:
+    """Record the event, run each handler whose effect is not yet done, then mark the event processed.
+
+    The first handler to raise stops the run and its exception propagates to the retry policy; handlers
+    that completed before it are skipped on the retry.
     """
-    ran = []
+    with session_scope() as session:
+        record_attempt(session, event, received_at, utcnow())
+    outcome = Outcome()
     for registration in handlers_for(event.type):
-        registration.func(event)
-        ran.append(registration.name)
-    if not ran:
-        logger.debug("no handler subscribed to %s (log_id=%s)", event.type, event.log_id)
-    return ran
+        ran = run_once(registration, event, task_id, stale_after)
+        (outcome.ran if ran else outcome.skipped).append(registration.name)
+    with session_scope() as session:
+        record_outcome(session, event.log_id, "processed", utcnow())
+    if outcome.skipped:
+        logger.info("log_id=%s: skipped handlers already done: %s", event.log_id, ", ".join(outcome.skipped))
+    return outcome
+
+
+def run_once(registration: Registration, event: Auth0Event, task_id: str, stale_after: timedelta) -> bool:
+    """Run one handler unless the ledger says its effect for this event is done; return whether it ran."""
+    name = registration.name
+    if registration.transactional:
+        # Claim, the handler's own writes and the done mark commit together, or not at all.
+        with session_scope() as session:
+            if claim(session, event.log_id, name, task_id, utcnow(), stale_after) == "done":
+                return False
+            registration.func(event, session)
+            mark_done(session, event.log_id, name, task_id, utcnow())
+        return True
+    with session_scope() as session:
+        if claim(session, event.log_id, name, task_id, utcnow(), stale_after) == "done":
+            return False
+    # An effect outside the database: at least once. A crash between the effect and the mark below
+    # repeats it on the retry; the ledger prevents every other repetition.
+    registration.func(event)
+    with session_scope() as session:
+        mark_done(session, event.log_id, name, task_id, utcnow())
+    return True
+
+
+def record_failure(log_id: str, task_id: str, state: str, reason: str) -> None:
+    """Record a retry or dead-lettering on the event; a dead-lettered task gives up its claims.
+
+    Never raises: the database may be what failed, and the message must still be retried or rejected.
+    """
+    try:
+        with session_scope() as session:
+            record_outcome(session, log_id, state, utcnow(), reason)
+            if state == "dead_lettered":
+                release_claims(session, log_id, task_id)
+    except Exception:  # noqa: BLE001 - see docstring
+        logger.exception("could not record %s for log_id=%s in the ledger", state, log_id)

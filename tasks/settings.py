@@ -61,9 +61,42 @@ class Settings(BaseSettings):
         validation_alias="AUTH0_EVENTS_TASK_TIME_LIMIT",
     )
 
-    _split_tokens = field_validator("log_stream_tokens", "plugins", "builtin_handlers", mode="before")(
-        _split_commas
-    )
+    database_url: str = Field("sqlite:///auth0-events.sqlite3", validation_alias="DATABASE_URL")
+    api_tokens: CommaList = Field((), validation_alias="AUTH0_EVENTS_API_TOKENS")
+
+    alert_webhook_url: str = Field("", validation_alias="AUTH0_EVENTS_ALERT_WEBHOOK_URL")
+    alert_threshold: int = Field(5, ge=1, validation_alias="AUTH0_EVENTS_ALERT_THRESHOLD")
+    alert_window_seconds: int = Field(300, ge=1, validation_alias="AUTH0_EVENTS_ALERT_WINDOW")
+    alert_timeout: float = Field(10.0, gt=0, validation_alias="AUTH0_EVENTS_ALERT_TIMEOUT")
+
+    auth0_domain: str = Field("", validation_alias="AUTH0_DOMAIN")
+    auth0_client_id: str = Field("", validation_alias="AUTH0_CLIENT_ID")
+    auth0_client_secret: str = Field("", validation_alias="AUTH0_CLIENT_SECRET")
+    block_breached_users: bool = Field(False, validation_alias="AUTH0_EVENTS_BLOCK_BREACHED_USERS")
+    signup_roles: CommaList = Field((), validation_alias="AUTH0_EVENTS_SIGNUP_ROLES")
+
+    _split_tokens = field_validator(
+        "log_stream_tokens", "plugins", "builtin_handlers", "api_tokens", "signup_roles", mode="before"
+    )(_split_commas)
+
+    @model_validator(mode="after")
+    def _management_api_credentials_when_actions_enabled(self) -> Settings:
+        if self.block_breached_users or self.signup_roles:
+            missing = [
+                name
+                for name, value in (
+                    ("AUTH0_DOMAIN", self.auth0_domain),
+                    ("AUTH0_CLIENT_ID", self.auth0_client_id),
+                    ("AUTH0_CLIENT_SECRET", self.auth0_client_secret),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    "the Auth0 Management API actions (AUTH0_EVENTS_BLOCK_BREACHED_USERS, "
+                    f"AUTH0_EVENTS_SIGNUP_ROLES) need {', '.join(missing)}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _backoff_base_below_cap(self) -> Settings:
@@ -103,8 +136,8 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             field = _field_for(str(error["loc"][0])) if error["loc"] else None
-            name = env_var_for(field) if field else "configuration"
-            problems.append(f"{name}: {error['msg']}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{env_var_for(field)}: {message}" if field else message)
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc
 
 

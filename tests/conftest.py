@@ -87,8 +87,15 @@ def pytest_configure(config: pytest.Config) -> None:
             "AUTH0_EVENTS_PLUGINS": "tests.plugin_handlers",
             "AUTH0_EVENTS_PUBLISH_TIMEOUT": "5",
             "AUTH0_EVENTS_TEST_EFFECTS": str(effects),
+            "DATABASE_URL": f"sqlite:///{effects / 'ledger.sqlite3'}",
         }
     )
+    from tasks.db import upgrade
+    from tasks.settings import get_settings
+
+    get_settings.cache_clear()
+    get_settings()  # cached now, so tests that empty the environment cannot change this process's settings
+    upgrade(os.environ["DATABASE_URL"])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -185,3 +192,51 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
     yield start
     for worker in started:
         worker.stop()
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "AUTH0_EVENTS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this run's own, migrated; dropped at the end."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tasks.db import upgrade
+
+    name = f"auth0_events_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_ADMIN_URL} is not usable ({exc}); start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set "
+            "AUTH0_EVENTS_TEST_POSTGRES_URL",
+            pytrace=False,
+        )
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    from tasks.db import dispose_engines
+
+    dispose_engines()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs twice: on a fresh migrated SQLite file, and on the run's PostgreSQL."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    from tasks.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    upgrade(url)
+    return url

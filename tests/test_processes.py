@@ -113,9 +113,21 @@ def test_compose_has_rabbitmq_with_management_and_health_checks() -> None:
     services = compose()["services"]
     assert services["rabbitmq"]["image"].endswith("-management")
     assert "healthcheck" in services["rabbitmq"]
-    for name in procfile():
+    for name in set(procfile()) - {"release"}:
         assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        assert services[name]["depends_on"]["release"]["condition"] == "service_completed_successfully"
         assert "healthcheck" in services[name], name
+
+
+def test_release_migrates_the_database_before_the_other_processes() -> None:
+    """The Procfile's release applies the migrations; compose runs it once, after PostgreSQL is up."""
+    assert procfile()["release"] == "auth0-events db upgrade"
+    release = compose()["services"]["release"]
+    assert release["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "restart" not in release
+    assert (
+        release["environment"]["DATABASE_URL"] == compose()["services"]["web"]["environment"]["DATABASE_URL"]
+    )
 
 
 def test_compose_default_routes_match_the_settings_default() -> None:

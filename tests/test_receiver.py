@@ -71,6 +71,7 @@ def test_task_message_is_persistent_and_labelled(routed: Any, broker: Any, prefi
     assert message.headers["task"] == "auth0_events.handle_event"
     assert message.properties["delivery_mode"] == 2
     assert args == [record]
+    assert kwargs.pop("received_at").endswith("+00:00")
     assert kwargs == {"event_type": "ss", "log_id": record["log_id"]}
     assert record["data"]["user_name"] not in message.headers["argsrepr"]
 

@@ -17,6 +17,7 @@ import requests
 
 from tests.conftest import BROKER_HOST, TEST_TOKEN, _rabbitmqctl
 from tests.helpers import ROOT, as_jsonl, make_record, wait_for
+from tests.test_processes import procfile
 
 pytestmark = pytest.mark.worker
 
@@ -57,7 +58,17 @@ def procfile_service(own_vhost: str, tmp_path: Path) -> Iterator[dict[str, Any]]
     log_path = tmp_path / "honcho.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "honcho", "start", "--port", str(web_port), "--env", str(empty_env_file)],
+            [
+                sys.executable,
+                "-m",
+                "honcho",
+                "start",
+                "--port",
+                str(web_port),
+                "--env",
+                str(empty_env_file),
+                *(name for name in procfile() if name != "release"),
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,

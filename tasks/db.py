@@ -1,0 +1,97 @@
+"""Database engine and sessions: SQLite by default, PostgreSQL by DATABASE_URL; migrations by Alembic."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from tasks.settings import get_settings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Several worker processes write one SQLite file: wait for the lock instead of failing at once.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_engines: dict[tuple[str, int], Engine] = {}
+
+
+def normalize_url(url: str) -> str:
+    """Use the psycopg 3 driver for ``postgres://`` and ``postgresql://`` URLs (Heroku writes the former)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url``; SQLite files get WAL mode and a busy timeout."""
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    # pysqlite's own transaction handling would defer BEGIN; issue it ourselves (see _sqlite_begin).
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write ledger check cannot interleave
+    # with another process's (SQLite has no SELECT … FOR UPDATE).
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """Return this process's engine for ``url`` (DATABASE_URL by default).
+
+    Keyed by process id: a pool child forked by Celery must not share its parent's connections.
+    """
+    url = url or get_settings().database_url
+    key = (url, os.getpid())
+    if key not in _engines:
+        _engines[key] = make_engine(url)
+    return _engines[key]
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process (tests use it before dropping a database)."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session whose transaction commits when the block ends and rolls back if it raises."""
+    factory = sessionmaker(get_engine(url), expire_on_commit=False)
+    with factory.begin() as session:
+        yield session
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic configuration pointing at tasks/migrations and ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision``; safe to run at every start."""
+    command.upgrade(alembic_config(url), revision)

@@ -1,0 +1,24 @@
+"""Alembic environment: runs migrations on the URL given by tasks.db.alembic_config (DATABASE_URL)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from tasks.db import make_engine
+from tasks.models import Base
+from tasks.settings import get_settings
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+
+if context.is_offline_mode():
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()

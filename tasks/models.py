@@ -1,0 +1,104 @@
+"""Database tables: the event archive, the per-handler ledger, and the alert window state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Dialect, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Auth0 log_ids are 56 digits today; leave room for a change of format.
+LOG_ID = String(128)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware, on PostgreSQL and SQLite alike.
+
+    SQLite keeps no offset, so every value is converted to UTC before it is written and given the UTC
+    zone when read; ordering and window comparisons then agree across both databases.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table; Alembic migrations in tasks/migrations create them."""
+
+
+class Event(Base):
+    """One Auth0 log event as received, and where its processing stands."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    log_id: Mapped[str] = mapped_column(LOG_ID, unique=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    date: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    user_id: Mapped[str] = mapped_column(String(255), default="", index=True)
+    user_name: Mapped[str] = mapped_column(String(255), default="", index=True)
+    client_id: Mapped[str] = mapped_column(String(255), default="")
+    ip: Mapped[str] = mapped_column(String(64), default="", index=True)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: received, processing, retrying, processed, dead_lettered
+    state: Mapped[str] = mapped_column(String(32), default="received", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class HandlerRun(Base):
+    """The ledger: whether one handler's effect for one event is claimed or done."""
+
+    __tablename__ = "handler_runs"
+
+    log_id: Mapped[str] = mapped_column(LOG_ID, primary_key=True)
+    handler: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: claimed (running, or died running) or done
+    state: Mapped[str] = mapped_column(String(16))
+    task_id: Mapped[str] = mapped_column(String(64))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AlertHit(Base):
+    """One failure counted towards a sliding-window alert key (an IP or a user)."""
+
+    __tablename__ = "alert_hits"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    log_id: Mapped[str] = mapped_column(LOG_ID, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_alert_hits_key_occurred_at", "key", "occurred_at"),)
+
+
+class AlertIncident(Base):
+    """An open incident for an alert key: one alert is sent per incident, however many events follow."""
+
+    __tablename__ = "alert_incidents"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    opened_by: Mapped[str] = mapped_column(LOG_ID)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    events: Mapped[int] = mapped_column(Integer, default=1)
+    alert_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
