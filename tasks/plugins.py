@@ -13,7 +13,7 @@ def load_handlers() -> None:
     Raises ImportError naming the module and the variable, which stops the worker at start-up.
     """
     settings = get_settings()
-    import_handler_modules(builtin_modules(settings.builtin_handlers))
+    import_handler_modules(builtin_modules(settings))
     import_handler_modules(settings.plugins, source="AUTH0_EVENTS_PLUGINS")
 
 
