@@ -1,9 +1,9 @@
 """The ledger: records each event and makes each handler's effect happen once per (log_id, handler).
 
-A handler's run is claimed in the database before it runs and marked done after it succeeds. A claim
-held by another live task makes a duplicate delivery wait (retry) instead of running the effect twice; a
-claim left by a dead task is taken over by the retry of the same task at once, and by any task once it is
-older than the hard time limit.
+A handler's run is claimed in the database before it runs and marked done after it succeeds. A duplicate
+delivery that finds a fresh claim of another task leaves the handler to that task: its message is still
+unacked, so it will finish, retry, or be dead-lettered (releasing the claim). A claim is taken over by
+a retry or redelivery of the same task at once, and by any task once it is older than the hard time limit.
 """
 
 from __future__ import annotations
@@ -16,12 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tasks.events import Auth0Event
-from tasks.handlers import RetryableError
 from tasks.models import Event, HandlerRun
-
-
-class AlreadyRunning(RetryableError):
-    """Raised when another live task holds the claim for this (log_id, handler); the event is retried."""
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -62,13 +57,13 @@ def record_outcome(
         row.state, row.last_error, row.updated_at = state, error, now
 
 
+Claim = Literal["run", "done", "owned"]
+
+
 def claim(
     session: Session, log_id: str, handler: str, task_id: str, now: datetime, stale_after: timedelta
-) -> Literal["run", "done"]:
-    """Claim the handler's run for this event: "run" it, or skip it because it is "done".
-
-    Raises AlreadyRunning when another task holds a fresh claim.
-    """
+) -> Claim:
+    """Claim the handler's run for this event: "run" it, or skip it as "done" or "owned" by another task."""
     inserted = session.execute(
         _insert(session, HandlerRun)
         .values(log_id=log_id, handler=handler, state="claimed", task_id=task_id, claimed_at=now)
@@ -81,7 +76,7 @@ def claim(
     if run.state == "done":
         return "done"
     if run.task_id != task_id and run.claimed_at > now - stale_after:
-        raise AlreadyRunning(f"{handler} for log_id {log_id} is running in task {run.task_id}")
+        return "owned"
     run.task_id, run.claimed_at = task_id, now
     return "run"
 

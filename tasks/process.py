@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from tasks.db import session_scope
 from tasks.events import Auth0Event
 from tasks.handlers import Registration, handlers_for
-from tasks.ledger import claim, mark_done, record_attempt, record_outcome, release_claims
+from tasks.ledger import Claim, claim, mark_done, record_attempt, record_outcome, release_claims
 from tasks.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -17,10 +17,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    """Which handlers ran on this attempt and which were skipped as already done."""
+    """Which handlers ran on this attempt, which were already done, which another task is running."""
 
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    owned_elsewhere: list[str] = field(default_factory=list)
 
 
 def process_event(event: Auth0Event, task_id: str, received_at: datetime, stale_after: timedelta) -> Outcome:
@@ -33,35 +34,50 @@ def process_event(event: Auth0Event, task_id: str, received_at: datetime, stale_
         record_attempt(session, event, received_at, utcnow())
     outcome = Outcome()
     for registration in handlers_for(event.type):
-        ran = run_once(registration, event, task_id, stale_after)
-        (outcome.ran if ran else outcome.skipped).append(registration.name)
-    with session_scope() as session:
-        record_outcome(session, event.log_id, "processed", utcnow())
+        result = run_once(registration, event, task_id, stale_after)
+        {"run": outcome.ran, "done": outcome.skipped, "owned": outcome.owned_elsewhere}[result].append(
+            registration.name
+        )
     if outcome.skipped:
         logger.info("log_id=%s: skipped handlers already done: %s", event.log_id, ", ".join(outcome.skipped))
+    if outcome.owned_elsewhere:
+        # A duplicate delivery: the task holding the claims finishes the event and records its state.
+        logger.info(
+            "log_id=%s: handlers running in another task: %s",
+            event.log_id,
+            ", ".join(outcome.owned_elsewhere),
+        )
+        return outcome
+    with session_scope() as session:
+        record_outcome(session, event.log_id, "processed", utcnow())
     return outcome
 
 
-def run_once(registration: Registration, event: Auth0Event, task_id: str, stale_after: timedelta) -> bool:
-    """Run one handler unless the ledger says its effect for this event is done; return whether it ran."""
+def run_once(registration: Registration, event: Auth0Event, task_id: str, stale_after: timedelta) -> Claim:
+    """Run one handler unless the ledger says its effect is done or owned by another task.
+
+    Returns the claim: "run" when it ran now, "done" or "owned" when it was skipped.
+    """
     name = registration.name
     if registration.transactional:
         # Claim, the handler's own writes and the done mark commit together, or not at all.
         with session_scope() as session:
-            if claim(session, event.log_id, name, task_id, utcnow(), stale_after) == "done":
-                return False
+            status = claim(session, event.log_id, name, task_id, utcnow(), stale_after)
+            if status != "run":
+                return status
             registration.func(event, session)
             mark_done(session, event.log_id, name, task_id, utcnow())
-        return True
+        return "run"
     with session_scope() as session:
-        if claim(session, event.log_id, name, task_id, utcnow(), stale_after) == "done":
-            return False
+        status = claim(session, event.log_id, name, task_id, utcnow(), stale_after)
+        if status != "run":
+            return status
     # An effect outside the database: at least once. A crash between the effect and the mark below
     # repeats it on the retry; the ledger prevents every other repetition.
     registration.func(event)
     with session_scope() as session:
         mark_done(session, event.log_id, name, task_id, utcnow())
-    return True
+    return "run"
 
 
 def record_failure(log_id: str, task_id: str, state: str, reason: str) -> None:

@@ -11,6 +11,10 @@ import signal
 import time
 from pathlib import Path
 
+from sqlalchemy import Column, MetaData, String, Table
+from sqlalchemy.orm import Session
+
+from tasks.db import get_engine
 from tasks.events import Auth0Event
 from tasks.handlers import ALL_EVENTS, PermanentError, RetryableError, handles
 
@@ -52,3 +56,31 @@ def scripted_handler(event: Auth0Event) -> None:
         _append("started.log", f"started {event.log_id}")
         time.sleep(120)
     _append("effects.log", f"effect {event.log_id}")
+
+
+@handles(ALL_EVENTS)
+def second_handler(event: Auth0Event) -> None:
+    """A second effect per event, behaving as ``details.test_action_second`` says."""
+    action = event.details.get("test_action_second", "record")
+    if action == "fail_once" and _first_time(f"second-failed-{event.log_id}"):
+        raise RetryableError("second handler: upstream said 503 (first attempt)")
+    if action == "block_once" and _first_time(f"second-blocked-{event.log_id}"):
+        _append("started.log", f"started-second {event.log_id}")
+        time.sleep(120)
+    if action == "slow":
+        time.sleep(1)
+    _append("effects.log", f"effect2 {event.log_id}")
+
+
+# A table of the test plug-in's own, written by the transactional handler in the ledger's transaction.
+metadata = MetaData()
+written = Table("test_plugin_writes", metadata, Column("log_id", String(128)), Column("handler", String(64)))
+metadata.create_all(get_engine())
+
+
+@handles(ALL_EVENTS, transactional=True)
+def transactional_handler(event: Auth0Event, session: Session) -> None:
+    """Write a row in the same transaction as the ledger's done mark; ``fail_after_write`` raises after."""
+    session.execute(written.insert().values(log_id=event.log_id, handler="transactional"))
+    if event.details.get("test_action_tx") == "fail_after_write" and _first_time(f"tx-{event.log_id}"):
+        raise RetryableError("failed after writing, before commit")
