@@ -24,17 +24,23 @@ class Outcome:
     owned_elsewhere: list[str] = field(default_factory=list)
 
 
-def process_event(event: Auth0Event, task_id: str, received_at: datetime, stale_after: timedelta) -> Outcome:
+def process_event(
+    event: Auth0Event,
+    task_id: str,
+    received_at: datetime,
+    stale_after: timedelta,
+    database_url: str | None = None,
+) -> Outcome:
     """Record the event, run each handler whose effect is not yet done, then mark the event processed.
 
     The first handler to raise stops the run and its exception propagates to the retry policy; handlers
     that completed before it are skipped on the retry.
     """
-    with session_scope() as session:
+    with session_scope(database_url) as session:
         record_attempt(session, event, received_at, utcnow())
     outcome = Outcome()
     for registration in handlers_for(event.type):
-        result = run_once(registration, event, task_id, stale_after)
+        result = run_once(registration, event, task_id, stale_after, database_url)
         {"run": outcome.ran, "done": outcome.skipped, "owned": outcome.owned_elsewhere}[result].append(
             registration.name
         )
@@ -48,12 +54,18 @@ def process_event(event: Auth0Event, task_id: str, received_at: datetime, stale_
             ", ".join(outcome.owned_elsewhere),
         )
         return outcome
-    with session_scope() as session:
+    with session_scope(database_url) as session:
         record_outcome(session, event.log_id, "processed", utcnow())
     return outcome
 
 
-def run_once(registration: Registration, event: Auth0Event, task_id: str, stale_after: timedelta) -> Claim:
+def run_once(
+    registration: Registration,
+    event: Auth0Event,
+    task_id: str,
+    stale_after: timedelta,
+    database_url: str | None = None,
+) -> Claim:
     """Run one handler unless the ledger says its effect is done or owned by another task.
 
     Returns the claim: "run" when it ran now, "done" or "owned" when it was skipped.
@@ -61,21 +73,21 @@ def run_once(registration: Registration, event: Auth0Event, task_id: str, stale_
     name = registration.name
     if registration.transactional:
         # Claim, the handler's own writes and the done mark commit together, or not at all.
-        with session_scope() as session:
+        with session_scope(database_url) as session:
             status = claim(session, event.log_id, name, task_id, utcnow(), stale_after)
             if status != "run":
                 return status
             registration.func(event, session)
             mark_done(session, event.log_id, name, task_id, utcnow())
         return "run"
-    with session_scope() as session:
+    with session_scope(database_url) as session:
         status = claim(session, event.log_id, name, task_id, utcnow(), stale_after)
         if status != "run":
             return status
     # An effect outside the database: at least once. A crash between the effect and the mark below
     # repeats it on the retry; the ledger prevents every other repetition.
     registration.func(event)
-    with session_scope() as session:
+    with session_scope(database_url) as session:
         mark_done(session, event.log_id, name, task_id, utcnow())
     return "run"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -17,40 +16,11 @@ from typing import Any, TypeVar
 from amqp.exceptions import NotFound
 from kombu import Connection, Queue
 
+from tasks.testing import make_record, new_log_id
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-_sequence = itertools.count(1)
-
-
-def new_log_id() -> str:
-    """Return a fresh log_id shaped like Auth0's (900 + timestamp + digits)."""
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return f"900{stamp}{os.getpid():07d}{next(_sequence):010d}".ljust(56, "0")
-
-
-def make_record(event_type: str, log_id: str | None = None, **data: Any) -> dict[str, Any]:
-    """Return a log stream envelope with the fields a real record of ``event_type`` carries."""
-    log_id = log_id or new_log_id()
-    fields: dict[str, Any] = {
-        "date": "2026-11-26T08:25:14.466Z",
-        "type": event_type,
-        "description": "",
-        "connection": "Username-Password-Authentication",
-        "connection_id": "con_1a5wCUmAs6VOU17n",
-        "client_id": "aI61p8I8aFjmYRliLWgvM9ev97kCCNDB",
-        "client_name": "Default App",
-        "ip": "81.2.69.143",
-        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
-        "details": {},
-        "user_id": "auth0|61823277a44a21007221a59a",
-        "user_name": "new@test.com",
-        "strategy": "auth0",
-        "strategy_type": "database",
-        "scope": ["openid", "profile"],
-        "log_id": log_id,
-    }
-    fields.update(data)
-    return {"log_id": log_id, "data": fields}
+__all__ = ["make_record", "new_log_id"]  # re-exported from tasks.testing for the tests
 
 
 def with_action(record: dict[str, Any], action: str) -> dict[str, Any]:
