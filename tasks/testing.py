@@ -1,8 +1,8 @@
 """Test helpers and pytest fixtures for handler authors: realistic records, handlers run through the ledger.
 
 Installed with auth0-events as a pytest plug-in (entry point ``pytest11``): a plug-in's tests use the
-``auth0_database`` fixture and ``run_handlers(make_event("ss"), database_url=auth0_database)``. No broker is needed: handlers run in-process, once each, exactly as
-a worker runs them.
+``auth0_database`` fixture and ``run_handlers(make_event("ss"), database_url=auth0_database)``. No broker
+is needed: handlers run in-process, once each, exactly as a worker runs them.
 """
 
 from __future__ import annotations
