@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import health, webhooks
+from app import events_api, health, webhooks
 from app.errors import register_error_handlers
 from app.publisher import EventPublisher
 from app.receiver import Receiver
@@ -28,6 +28,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["auth0_events"] = _build_receiver(settings)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(events_api.bp)
     register_error_handlers(app)
     return app
 

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from cli.events import events
 from tasks.catalogue import describe
 from tasks.routing import RouteSpecError, parse_routes
 from tasks.settings import ConfigurationError, get_settings
@@ -15,6 +16,9 @@ from tasks.settings import ConfigurationError, get_settings
 @click.version_option(package_name="auth0-events")
 def main() -> None:
     """Operate auth0-events: Auth0 log stream events as Celery tasks on RabbitMQ."""
+
+
+main.add_command(events)
 
 
 @main.group()

@@ -53,8 +53,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write ledger check cannot interleave
-    # with another process's (SQLite has no SELECT … FOR UPDATE).
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # with another process's (SQLite has no SELECT … FOR UPDATE). Read-only sessions need no lock.
+    read_only = connection.get_execution_options().get("read_only", False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -77,9 +78,15 @@ def dispose_engines() -> None:
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session whose transaction commits when the block ends and rolls back if it raises."""
-    factory = sessionmaker(get_engine(url), expire_on_commit=False)
+def session_scope(url: str | None = None, read_only: bool = False) -> Iterator[Session]:
+    """A session whose transaction commits when the block ends and rolls back if it raises.
+
+    ``read_only`` sessions (searches) do not take SQLite's write lock, so they never wait for workers.
+    """
+    engine = get_engine(url)
+    if read_only:
+        engine = engine.execution_options(read_only=True)
+    factory = sessionmaker(engine, expire_on_commit=False)
     with factory.begin() as session:
         yield session
 

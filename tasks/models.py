@@ -51,7 +51,7 @@ class Event(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     log_id: Mapped[str] = mapped_column(LOG_ID, unique=True)
     type: Mapped[str] = mapped_column(String(64), index=True)
-    date: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    date: Mapped[datetime | None] = mapped_column(UTCDateTime())
     user_id: Mapped[str] = mapped_column(String(255), default="", index=True)
     user_name: Mapped[str] = mapped_column(String(255), default="", index=True)
     client_id: Mapped[str] = mapped_column(String(255), default="")
@@ -63,6 +63,9 @@ class Event(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    # The archive pages newest first by (date, id); a B-tree is read backwards just as well.
+    __table_args__ = (Index("ix_events_date_id", "date", "id"),)
 
 
 class HandlerRun(Base):

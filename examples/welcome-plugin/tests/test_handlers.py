@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from auth0_events_welcome.handlers import welcome_list
 from sqlalchemy import func, select
 
-from auth0_events_welcome.handlers import welcome_list
 from tasks.db import session_scope
 from tasks.testing import make_event, run_handlers
 

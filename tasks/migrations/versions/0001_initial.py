@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("log_id"),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_events_date"), ["date"], unique=False)
+        batch_op.create_index("ix_events_date_id", ["date", "id"], unique=False)
         batch_op.create_index(batch_op.f("ix_events_ip"), ["ip"], unique=False)
         batch_op.create_index(batch_op.f("ix_events_state"), ["state"], unique=False)
         batch_op.create_index(batch_op.f("ix_events_type"), ["type"], unique=False)
@@ -87,7 +87,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_events_type"))
         batch_op.drop_index(batch_op.f("ix_events_state"))
         batch_op.drop_index(batch_op.f("ix_events_ip"))
-        batch_op.drop_index(batch_op.f("ix_events_date"))
+        batch_op.drop_index("ix_events_date_id")
 
     op.drop_table("events")
     op.drop_table("alert_incidents")
