@@ -64,12 +64,14 @@ def claim(
     session: Session, log_id: str, handler: str, task_id: str, now: datetime, stale_after: timedelta
 ) -> Claim:
     """Claim the handler's run for this event: "run" it, or skip it as "done" or "owned" by another task."""
+    # RETURNING rather than rowcount, which psycopg reports as -1 for this statement.
     inserted = session.execute(
         _insert(session, HandlerRun)
         .values(log_id=log_id, handler=handler, state="claimed", task_id=task_id, claimed_at=now)
         .on_conflict_do_nothing()
-    )
-    if inserted.rowcount == 1:  # type: ignore[attr-defined]
+        .returning(HandlerRun.handler)
+    ).first()
+    if inserted is not None:
         return "run"
     run = session.get(HandlerRun, (log_id, handler), with_for_update=True, populate_existing=True)
     assert run is not None  # the insert conflicted with it, and runs are only deleted by their owner
