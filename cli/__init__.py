@@ -6,7 +6,11 @@ import json
 
 import click
 
+from cli.backfill import backfill
+from cli.dlq import dlq
 from cli.events import events
+from cli.send import send
+from cli.topology import topology
 from tasks.catalogue import describe
 from tasks.routing import RouteSpecError, parse_routes
 from tasks.settings import ConfigurationError, get_settings
@@ -18,7 +22,8 @@ def main() -> None:
     """Operate auth0-events: Auth0 log stream events as Celery tasks on RabbitMQ."""
 
 
-main.add_command(events)
+for command in (events, dlq, backfill, send, topology):
+    main.add_command(command)
 
 
 @main.group()

@@ -105,3 +105,14 @@ class AlertIncident(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     events: Mapped[int] = mapped_column(Integer, default=1)
     alert_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class BackfillCheckpoint(Base):
+    """Where `auth0-events backfill` stopped for one tenant: the last log_id whose page was confirmed."""
+
+    __tablename__ = "backfill_checkpoints"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    log_id: Mapped[str] = mapped_column(LOG_ID)
+    log_date: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -9,7 +9,15 @@ from datetime import datetime, timedelta
 from tasks.db import session_scope
 from tasks.events import Auth0Event
 from tasks.handlers import Registration, handlers_for
-from tasks.ledger import Claim, claim, mark_done, record_attempt, record_outcome, release_claims
+from tasks.ledger import (
+    Claim,
+    claim,
+    done_handlers,
+    mark_done,
+    record_attempt,
+    record_outcome,
+    release_claims,
+)
 from tasks.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -39,7 +47,8 @@ def process_event(
     with session_scope(database_url) as session:
         record_attempt(session, event, received_at, utcnow())
     outcome = Outcome()
-    for registration in handlers_for(event.type):
+    registrations = handlers_for(event.type)
+    for registration in registrations:
         result = run_once(registration, event, task_id, stale_after, database_url)
         {"run": outcome.ran, "done": outcome.skipped, "owned": outcome.owned_elsewhere}[result].append(
             registration.name
@@ -47,15 +56,16 @@ def process_event(
     if outcome.skipped:
         logger.info("log_id=%s: skipped handlers already done: %s", event.log_id, ", ".join(outcome.skipped))
     if outcome.owned_elsewhere:
-        # A duplicate delivery: the task holding the claims finishes the event and records its state.
         logger.info(
             "log_id=%s: handlers running in another task: %s",
             event.log_id,
             ", ".join(outcome.owned_elsewhere),
         )
-        return outcome
     with session_scope(database_url) as session:
-        record_outcome(session, event.log_id, "processed", utcnow())
+        # Two deliveries in flight may each leave a handler to the other; whichever checks last (after
+        # committing its own done marks) sees every mark, so the event is marked processed exactly then.
+        if done_handlers(session, event.log_id) >= {registration.name for registration in registrations}:
+            record_outcome(session, event.log_id, "processed", utcnow())
     return outcome
 
 
