@@ -48,6 +48,8 @@ def scripted_handler(event: Auth0Event) -> None:
         raise RuntimeError("this handler always fails")
     if action == "permanent":
         raise PermanentError("user does not exist upstream")
+    if action == "permanent_once" and _first_time(f"permanent-{event.log_id}"):
+        raise PermanentError("user does not exist upstream (yet)")
     if action == "kill_child_once" and _first_time(f"killed-{event.log_id}"):
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "kill_child_always":
