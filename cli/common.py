@@ -42,8 +42,9 @@ def connect_broker(settings: Settings, timeout: float = 10.0) -> Connection:
 
     Raises Unavailable naming the broker when it cannot be reached.
     """
-    connection = Connection(settings.broker_url, connect_timeout=timeout,
-                            transport_options={"confirm_publish": True})
+    connection = Connection(
+        settings.broker_url, connect_timeout=timeout, transport_options={"confirm_publish": True}
+    )
     try:
         connection.ensure_connection(max_retries=1, interval_start=0.5, interval_step=0, interval_max=0.5)
     except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean the same here
