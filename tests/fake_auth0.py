@@ -2,19 +2,28 @@
 
 It answers the way Auth0 documents (client-credentials tokens, Bearer checks, scopes, Auth0-shaped JSON
 errors, 429 with x-ratelimit-* headers), behind a certificate from a throwaway CA (trustme) that clients
-trust through SSL_CERT_FILE, so the code under test runs its production path: real TLS, real HTTP.
+trust through SSL_CERT_FILE (httpx) and REQUESTS_CA_BUNDLE (requests), so the code under test runs its
+production path: real TLS, real HTTP.
+
+``GET /api/v2/logs`` serves ``logs`` by checkpoint (``from``/``take``, ordered by log_id, with a
+``Link: <…>; rel="next"`` header; an empty page links to its own URL) and by a date search
+(``q=date:[X TO *]``, ``sort``, ``page``, ``per_page``, at most 1,000 results), as
+shared/reference/auth0.md §3 describes.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+import re
 import secrets
 import ssl
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +33,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trustme
 
-ALL_SCOPES = ("update:users", "create:role_members")
+from tasks.testing import make_record
+
+ALL_SCOPES = ("update:users", "create:role_members", "read:logs")
 RATE_LIMIT = 50
 
 Answer = tuple[int, dict[str, str], Any]
@@ -42,6 +53,8 @@ class Call:
     response_headers: dict[str, str]
     response: Any
     at: float  # time.time() when answered
+    query: dict[str, str] = field(default_factory=dict)  # the decoded query string
+    target: str = ""  # the request line's target, as sent: /api/v2/logs?from=…&take=…
 
 
 @dataclass
@@ -50,6 +63,7 @@ class _Programmed:
     status: int
     body: Any
     reset_in: float | None
+    after: int = 0  # matching requests still to let through before answering this
 
 
 @dataclass
@@ -68,11 +82,15 @@ class FakeAuth0:
     roles: set[str] = field(default_factory=set)
     user_roles: dict[str, set[str]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)  # bare log entries, kept in log_id order
+    #: (requests, seconds): a fixed-window limit on GET /api/v2/logs; None answers every request
+    logs_limit: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._tokens: dict[str, frozenset[str]] = {}
         self._programmed: list[_Programmed] = []
+        self._window = (-1, 0)  # (window number, requests counted in it) for logs_limit
         ca = trustme.CA()
         self.ca_file = self.directory / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
@@ -129,8 +147,18 @@ class FakeAuth0:
         with self._lock:
             self.roles.update(role_ids)
 
-    def rate_limit(self, times: int = 1, reset_in: float = 2.0, path: str = "/api/v2/") -> None:
-        """Answer the next ``times`` requests under ``path`` with 429; x-ratelimit-reset = now + reset_in."""
+    def add_logs(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Store log entries (bare, as the Management API returns them)."""
+        with self._lock:
+            self.logs = sorted([*self.logs, *entries], key=lambda entry: entry["log_id"])
+
+    def rate_limit(
+        self, times: int = 1, reset_in: float = 2.0, path: str = "/api/v2/", after: int = 0
+    ) -> None:
+        """Answer the next ``times`` requests under ``path`` with 429; x-ratelimit-reset = now + reset_in.
+
+        ``after``: let that many matching requests through first (the reset counts from the 429).
+        """
         body = {
             "statusCode": 429,
             "error": "Too Many Requests",
@@ -139,13 +167,16 @@ class FakeAuth0:
         }
         if path.startswith("/oauth/"):
             body = {"error": "too_many_requests", "error_description": "Global limit has been reached"}
-        self._program(times, _Programmed(path, 429, body, reset_in))
+        self._program(times, _Programmed(path, 429, body, reset_in, after))
 
-    def fail(self, status: int, times: int = 1, path: str = "/api/v2/") -> None:
-        """Answer the next ``times`` requests under ``path`` with ``status`` and an Auth0-style error."""
+    def fail(self, status: int, times: int = 1, path: str = "/api/v2/", after: int = 0) -> None:
+        """Answer the next ``times`` requests under ``path`` with ``status`` and an Auth0-style error.
+
+        ``after``: let that many matching requests through first.
+        """
         phrase = HTTPStatus(status).phrase
         body = {"statusCode": status, "error": phrase, "message": f"{phrase} (programmed by the test)"}
-        self._program(times, _Programmed(path, status, body, None))
+        self._program(times, _Programmed(path, status, body, None, after))
 
     def revoke_tokens(self) -> None:
         """Make every issued token invalid, as a revoked grant or a rotated signing key does."""
@@ -153,6 +184,7 @@ class FakeAuth0:
             self._tokens.clear()
 
     def _program(self, times: int, answer: _Programmed) -> None:
+        # The copies are one object, so ``after`` counts down once for all of them.
         with self._lock:
             self._programmed.extend([answer] * times)
 
@@ -167,14 +199,21 @@ class FakeAuth0:
         """The recorded calls to the token endpoint."""
         return self.calls_to("POST", "/oauth/token")
 
+    def log_requests(self) -> list[Call]:
+        """The recorded calls to GET /api/v2/logs (either mode), oldest first."""
+        return self.calls_to("GET", "/api/v2/logs")
+
     # -- answering -------------------------------------------------------------------------------------
 
     def answer(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> Answer:
         """Answer one request and record it."""
         path = "/".join(unquote(segment) for segment in urlsplit(raw_path).path.split("/"))
+        query = dict(parse_qsl(urlsplit(raw_path).query, keep_blank_values=True))
         body = _parse_body(raw_body, headers.get("content-type", ""))
         with self._lock:
-            status, response_headers, response_body = self._route(method, path, headers, body)
+            status, response_headers, response_body = self._route(
+                method, path, headers, body, query, raw_path
+            )
             self.calls.append(
                 Call(
                     method,
@@ -185,13 +224,19 @@ class FakeAuth0:
                     response_headers,
                     response_body,
                     time.time(),
+                    query,
+                    raw_path,
                 )
             )
         return status, response_headers, response_body
 
-    def _route(self, method: str, path: str, headers: dict[str, str], body: Any) -> Answer:
+    def _route(
+        self, method: str, path: str, headers: dict[str, str], body: Any, query: dict[str, str], target: str
+    ) -> Answer:
         programmed = next((p for p in self._programmed if path.startswith(p.path_prefix)), None)
-        if programmed is not None:
+        if programmed is not None and programmed.after > 0:
+            programmed.after -= 1
+        elif programmed is not None:
             self._programmed.remove(programmed)
             return self._programmed_answer(programmed)
         if (method, path) == ("POST", "/oauth/token"):
@@ -202,6 +247,8 @@ class FakeAuth0:
         if scopes is None:
             return _api_error(401, "Unauthorized", "Invalid token")
         parts = path.removeprefix("/api/v2/").split("/")
+        if (method, path) == ("GET", "/api/v2/logs"):
+            return self._list_logs(scopes, query, target)
         if method == "PATCH" and len(parts) == 2 and parts[0] == "users":
             return self._update_user(scopes, parts[1], body)
         if method == "POST" and len(parts) == 3 and parts[0] == "users" and parts[2] == "roles":
@@ -270,6 +317,71 @@ class FakeAuth0:
         self.user_roles.setdefault(user_id, set()).update(roles)
         return 204, _rate_headers(RATE_LIMIT - 1, math.ceil(time.time() + 1)), None
 
+    def _list_logs(self, scopes: frozenset[str], query: dict[str, str], target: str) -> Answer:
+        if "read:logs" not in scopes:
+            return _insufficient_scope("read:logs")
+        remaining, reset, limit = self._count_in_window()
+        if remaining < 0:
+            body = {
+                "statusCode": 429,
+                "error": "Too Many Requests",
+                "message": "Global limit has been reached",
+            }
+            return 429, _rate_headers(0, reset, limit), {**body, "errorCode": "too_many_requests"}
+        # "If you use from at the same time as q, from takes precedence and q is ignored."
+        status, headers, body = self._checkpoint(query, target) if "from" in query else self._search(query)
+        return status, {**_rate_headers(remaining, reset, limit), **headers}, body
+
+    def _count_in_window(self) -> tuple[int, int, int]:
+        """Count a logs request: (remaining, reset as UNIX time, limit); remaining < 0 when over."""
+        if self.logs_limit is None:
+            return RATE_LIMIT - 1, math.ceil(time.time() + 1), RATE_LIMIT
+        limit, seconds = self.logs_limit
+        window = int(time.time() // seconds)
+        count = self._window[1] + 1 if self._window[0] == window else 1
+        self._window = (window, count)
+        return limit - count, (window + 1) * seconds, limit
+
+    def _checkpoint(self, query: dict[str, str], target: str) -> Answer:
+        take = _int(query.get("take"), 50)
+        if take is None or not 1 <= take <= 100:
+            return _invalid_query("'take' must be an integer from 1 to 100")
+        start = bisect.bisect_right([entry["log_id"] for entry in self.logs], query["from"])
+        page = [dict(entry) for entry in self.logs[start : start + take]]
+        # The next cursor is the page's last log_id; an empty page links to the URL just requested.
+        # (Parameter order deliberately differs from what clients send: they must follow the link.)
+        next_url = f"https://{self.domain}" + (
+            f"/api/v2/logs?take={take}&from={page[-1]['log_id']}" if page else target
+        )
+        return 200, {"Link": f'<{next_url}>; rel="next"'}, page
+
+    def _search(self, query: dict[str, str]) -> Answer:
+        match = re.fullmatch(r"date:\[(\S+) TO \*\]", query.get("q", "date:[* TO *]"))
+        per_page, page = _int(query.get("per_page"), 50), _int(query.get("page"), 0)
+        if match is None:
+            return _invalid_query("this fake only searches q=date:[<date> TO *]")
+        if per_page is None or page is None or not 0 <= per_page <= 100 or page < 0:
+            return _invalid_query("'per_page' must be from 0 to 100 and 'page' at least 0")
+        if (page + 1) * per_page > 1000:
+            return _invalid_query(f"Requesting page {page} exceeds the allowed maximum of 1000 records")
+        since = None if match[1] == "*" else _parse_date(match[1])
+        hits = [entry for entry in self.logs if since is None or _parse_date(entry["date"]) >= since]
+        hits.sort(key=lambda entry: entry["date"], reverse=query.get("sort", "date:-1") != "date:1")
+        items = [dict(entry) for entry in hits[page * per_page : (page + 1) * per_page]]
+        if query.get("include_totals") == "true":
+            return (
+                200,
+                {},
+                {
+                    "start": page * per_page,
+                    "limit": per_page,
+                    "length": len(items),
+                    "total": len(hits),
+                    "logs": items,
+                },
+            )
+        return 200, {}, items
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -322,9 +434,9 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
         return text
 
 
-def _rate_headers(remaining: int, reset: int) -> dict[str, str]:
+def _rate_headers(remaining: int, reset: int, limit: int = RATE_LIMIT) -> dict[str, str]:
     return {
-        "x-ratelimit-limit": str(RATE_LIMIT),
+        "x-ratelimit-limit": str(limit),
         "x-ratelimit-remaining": str(remaining),
         "x-ratelimit-reset": str(reset),
     }
@@ -342,6 +454,24 @@ def _insufficient_scope(expected: str) -> Answer:
     return _api_error(403, "Forbidden", message, "insufficient_scope")
 
 
+def _invalid_query(message: str) -> Answer:
+    return _api_error(400, "Bad Request", message, "invalid_query_string")
+
+
+def _int(value: str | None, default: int) -> int | None:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _parse_date(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _invalid_body(message: str) -> Answer:
     return _api_error(400, "Bad Request", message, "invalid_body")
 
@@ -357,3 +487,95 @@ def _now_iso() -> str:
 def statuses(calls: Iterable[Call]) -> list[int]:
     """The statuses of ``calls``, for compact assertions."""
     return [call.status for call in calls]
+
+
+# -- realistic log entries -------------------------------------------------------------------------------
+
+# A tenant's day, roughly: mostly logins, some failures, signups, token exchanges, Management API calls,
+# notifications, and a code newer than any catalogue.
+LOG_MIX = (
+    "s", "s", "seacft", "s", "f", "fp", "s", "ss", "sapi", "seccft",
+    "s", "fu", "slo", "w", "s", "pwd_leak", "mgmt_api_read", "fs", "gd_send_sms", "sys_brand_new_code",
+)  # fmt: skip
+
+
+def make_logs(
+    count: int, start: datetime, step: timedelta = timedelta(seconds=1), first: int = 0
+) -> list[dict[str, Any]]:
+    """``count`` bare log entries as GET /api/v2/logs returns them, dated ``start``, ``start + step``, …
+
+    log_ids are Auth0-shaped (900 + UTC timestamp + digits, 56 characters), so log_id order is date order.
+    """
+    return [
+        _log_entry(LOG_MIX[index % len(LOG_MIX)], index, start + step * (index - first))
+        for index in range(first, first + count)
+    ]
+
+
+def _log_entry(event_type: str, index: int, date: datetime) -> dict[str, Any]:
+    log_id = f"900{date:%Y%m%d%H%M%S}{index:039d}"
+    entry = make_record(
+        event_type, log_id, date=date.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )["data"]
+    entry.update(_TYPE_FIELDS.get(event_type, {}))
+    entry["isMobile"] = False
+    entry["tenant_name"] = "fake-tenant"
+    return dict(entry)
+
+
+_MACHINE = {
+    "user_id": "",
+    "user_name": "",
+    "connection": "",
+    "connection_id": "",
+    "strategy": "",
+    "strategy_type": "",
+}
+_TYPE_FIELDS: dict[str, dict[str, Any]] = {
+    "s": {
+        "description": "",
+        "details": {"prompts": [], "stats": {"loginsCount": 4}},
+        "hostname": "fake-tenant.auth0.com",
+    },
+    "f": {
+        "description": "Wrong email or password.",
+        "details": {"error": {"message": "Wrong email or password."}},
+    },
+    "fp": {
+        "description": "Wrong email or password.",
+        "details": {"error": {"message": "Wrong email or password."}},
+    },
+    "fu": {
+        "description": "Wrong email or password.",
+        "user_id": "",
+        "details": {"error": {"message": "Wrong email or password."}},
+    },
+    "sapi": {
+        **_MACHINE,
+        "description": "Update a user",
+        "details": {
+            "request": {
+                "method": "patch",
+                "path": "/api/v2/users/auth0|1",
+                "channel": "api",
+                "body": {"blocked": True},
+            },
+            "response": {"statusCode": 200, "body": {}},
+        },
+    },
+    "seccft": {
+        **_MACHINE,
+        "description": "Client Credentials for Access Token",
+        "scope": "read:users update:users",
+        "audience": "https://fake-tenant.auth0.com/api/v2/",
+    },
+    "seacft": {"description": "Authorization Code for Access Token", "scope": "openid profile email"},
+    "mgmt_api_read": {
+        **_MACHINE,
+        "description": "Get a client",
+        "details": {"request": {"method": "get", "path": "/api/v2/clients/abc"}},
+    },
+    "pwd_leak": {"description": "Blocked login: password in a breach", "details": {"ip": "81.2.69.143"}},
+    "gd_send_sms": {"description": "Guardian - Second factor SMS sent", "details": {"to": "+1******1234"}},
+    "sys_brand_new_code": {**_MACHINE, "description": "A code newer than the catalogue"},
+}
