@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import events_api, health, webhooks
+from app import events_api, health, metrics, webhooks
 from app.errors import register_error_handlers
 from app.publisher import EventPublisher
 from app.receiver import Receiver
@@ -25,7 +25,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(test_config or {})
     settings: Settings = app.config.get("SETTINGS") or get_settings()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["auth0_events"] = _build_receiver(settings)
+    receiver = _build_receiver(settings)
+    app.extensions["auth0_events"] = receiver
+    metrics.init_app(app, settings.broker_url, receiver.routes.queues)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(events_api.bp)

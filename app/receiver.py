@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from app import metrics
 from app.auth import is_authorized
 from app.errors import BrokerUnavailable, Unauthorized, UnparsableBody
 from app.intake import Intake, sort_records
@@ -43,6 +44,7 @@ class Receiver:
         intake = sort_records(records, self.routes)
         if intake.accepted or intake.quarantined:
             self._publish(intake, request_id)
+        metrics.count_batch(records, intake)
         logger.info(
             "received batch request_id=%s %s",
             request_id,
@@ -53,7 +55,8 @@ class Receiver:
 
     def _publish(self, intake: Intake, request_id: str) -> None:
         try:
-            self.publisher.publish(intake, request_id)
+            with metrics.timed_publish():
+                self.publisher.publish(intake, request_id)
         except PublishError as exc:
             logger.error(
                 "broker did not confirm batch request_id=%s: %s",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import celeryd_after_setup, worker_process_shutdown
 
+from tasks import metrics
 from tasks.bootsteps import DeclareTopology
 
 app = Celery("auth0_events")
@@ -11,3 +13,6 @@ app.config_from_object("celeryconfig")
 # Declare every DLQ before the worker takes its first message: a message rejected towards a DLX with no
 # bound queue is dropped on classic queues (shared/reference/celery-rabbitmq.md §1, §3).
 app.steps["consumer"].add(DeclareTopology)
+# Each worker node serves its pool children's metrics on AUTH0_EVENTS_METRICS_PORT (tasks/metrics.py).
+celeryd_after_setup.connect(metrics.serve)
+worker_process_shutdown.connect(metrics.child_exited)

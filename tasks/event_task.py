@@ -9,6 +9,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
+from tasks import metrics
 from tasks.celery_app import app
 from tasks.events import parse_event
 from tasks.models import utcnow
@@ -40,6 +41,8 @@ def handle_event(
         process_event(parse_event(record), self.request.id, _received(received_at), _stale_claim_age())
     except Exception as exc:  # noqa: BLE001 - the policy decides for every exception, unknown ones included
         _apply(self, decide(policy, exc, retries), exc, log_id, event_type)
+    else:
+        metrics.count_task(event_type, "succeeded")
 
 
 def _received(received_at: str | None) -> datetime:
@@ -70,6 +73,7 @@ def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, e
         "retrying" if decision.action == "retry" else "dead_lettered",
         decision.reason,
     )
+    metrics.count_task(event_type, "retried" if decision.action == "retry" else "dead_lettered")
     if decision.action == "retry":
         logger.warning(
             "retrying event log_id=%s type=%s in %.2fs (retry %d): %s",
@@ -82,7 +86,10 @@ def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, e
         )
         # max_retries=None: the policy above already bounded the count; Celery's own check must not
         # turn the last permitted retry into a re-raise that skips the dead-letter reason.
-        raise task.retry(exc=exc, countdown=decision.countdown, max_retries=None)
+        # argsrepr again: Celery's retry would otherwise show the whole record (names, emails) in Flower.
+        raise task.retry(
+            exc=exc, countdown=decision.countdown, max_retries=None, argsrepr=task.request.argsrepr
+        )
     logger.error(
         "dead-lettering event log_id=%s type=%s task_id=%s: %s",
         log_id,

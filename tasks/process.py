@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from tasks import metrics
 from tasks.db import session_scope
 from tasks.events import Auth0Event
 from tasks.handlers import Registration, handlers_for
@@ -50,6 +51,7 @@ def process_event(
     registrations = handlers_for(event.type)
     for registration in registrations:
         result = run_once(registration, event, task_id, stale_after, database_url)
+        metrics.count_skip(event.type, registration.name, result)
         {"run": outcome.ran, "done": outcome.skipped, "owned": outcome.owned_elsewhere}[result].append(
             registration.name
         )
@@ -66,6 +68,7 @@ def process_event(
         # committing its own done marks) sees every mark, so the event is marked processed exactly then.
         if done_handlers(session, event.log_id) >= {registration.name for registration in registrations}:
             record_outcome(session, event.log_id, "processed", utcnow())
+    metrics.observe_lag(event, outcome)
     return outcome
 
 
@@ -87,7 +90,8 @@ def run_once(
             status = claim(session, event.log_id, name, task_id, utcnow(), stale_after)
             if status != "run":
                 return status
-            registration.func(event, session)
+            with metrics.timed_handler(event.type, name):
+                registration.func(event, session)
             mark_done(session, event.log_id, name, task_id, utcnow())
         return "run"
     with session_scope(database_url) as session:
@@ -96,7 +100,8 @@ def run_once(
             return status
     # An effect outside the database: at least once. A crash between the effect and the mark below
     # repeats it on the retry; the ledger prevents every other repetition.
-    registration.func(event)
+    with metrics.timed_handler(event.type, name):
+        registration.func(event)
     with session_scope(database_url) as session:
         mark_done(session, event.log_id, name, task_id, utcnow())
     return "run"

@@ -75,9 +75,17 @@ class Settings(BaseSettings):
     block_breached_users: bool = Field(False, validation_alias="AUTH0_EVENTS_BLOCK_BREACHED_USERS")
     signup_roles: CommaList = Field((), validation_alias="AUTH0_EVENTS_SIGNUP_ROLES")
 
+    # Set per worker node (each Procfile worker line sets its own); empty or unset: no metrics server.
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="AUTH0_EVENTS_METRICS_PORT")
+
     _split_tokens = field_validator(
         "log_stream_tokens", "plugins", "builtin_handlers", "api_tokens", "signup_roles", mode="before"
     )(_split_commas)
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _management_api_credentials_when_actions_enabled(self) -> Settings:

@@ -33,6 +33,23 @@ def compose() -> dict[str, Any]:
     return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
 
 
+def command_environment(command: str) -> dict[str, str]:
+    """The variables a command sets for itself (``NAME=value`` words before the program)."""
+    assignments = {}
+    for word in shlex.split(command):
+        name, equals, value = word.partition("=")
+        if not (equals and re.fullmatch(r"[A-Z_][A-Z0-9_]*", name)):
+            break
+        assignments[name] = value
+    return assignments
+
+
+def program(command: str) -> str:
+    """The command without its leading variable assignments."""
+    words = shlex.split(command)
+    return shlex.join(words[len(command_environment(command)) :])
+
+
 def worker_queues(command: str) -> list[str]:
     """The -Q list of a celery worker command."""
     words = shlex.split(command)
@@ -68,7 +85,7 @@ def test_procfile_has_web_workers_and_flower() -> None:
     assert "${PORT" in processes["web"]
     assert "'app:create_app()'" in processes["web"]
     assert WORKERS, "no worker_… process"
-    assert all(command.startswith("celery -A tasks worker ") for command in WORKERS.values())
+    assert all(program(command).startswith("celery -A tasks worker ") for command in WORKERS.values())
     assert processes["flower"].startswith("celery -A tasks flower ")
     assert "--basic-auth=" in processes["flower"]
 
@@ -79,6 +96,14 @@ def test_worker_queues_cover_the_default_routes_exactly_once() -> None:
     assert sorted(consumed) == sorted(parse_routes(DEFAULT_ROUTES).queues)
     assert len(consumed) == len(set(consumed))
     assert not [q for q in consumed if q.endswith(DLQ_SUFFIX) or q == QUARANTINE_QUEUE]
+
+
+def test_worker_metrics_ports_are_distinct() -> None:
+    """Each worker node serves its metrics on a port of its own; the receiver serves them on $PORT."""
+    ports = [command_environment(command).get("AUTH0_EVENTS_METRICS_PORT") for command in WORKERS.values()]
+    assert all(port and port.isdigit() for port in ports), ports
+    assert len(set(ports)) == len(ports)
+    assert "--config gunicorn.conf.py" in procfile()["web"]
 
 
 def test_worker_node_names_are_unique() -> None:
@@ -144,5 +169,7 @@ def test_env_example_documents_every_setting() -> None:
     variables = {str(field.validation_alias) for field in Settings.model_fields.values()}
     assert variables <= documented
     passed = set(compose()["services"]["web"]["environment"])
+    # Per-process variables (each worker's metrics port) are set on the command lines that need them.
+    passed |= {name for command in procfile().values() for name in command_environment(command)}
     # The development-only switch is deliberately not offered by the compose file.
     assert variables - {"AUTH0_EVENTS_ALLOW_UNAUTHENTICATED"} <= passed
