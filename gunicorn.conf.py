@@ -48,3 +48,17 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess  # after PROMETHEUS_MULTIPROC_DIR is set
 
     multiprocess.mark_process_dead(worker.pid, str(metrics_directory))  # type: ignore[no-untyped-call]
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """JSON (or terminal text) logs in each worker, gunicorn's access and error lines included."""
+    import logging
+
+    from tasks.logging_setup import configure_logging
+    from tasks.settings import get_settings
+
+    configure_logging(get_settings())
+    for name in ("gunicorn.error", "gunicorn.access"):
+        # Through the root handler, so they share its format (and its masking of personal data).
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,12 +13,14 @@ from tasks.routing import RouteTable
 
 @dataclass(frozen=True)
 class AcceptedEvent:
-    """A valid record that configuration routes to ``queue``."""
+    """A valid record that configuration routes to ``queue``, with the id its task message will carry."""
 
     log_id: str
     event_type: str
     queue: str
     record: dict[str, Any]
+    # Chosen here, before publishing, so the receiver's log line and the worker's share it.
+    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 @dataclass(frozen=True)

@@ -45,12 +45,7 @@ class Receiver:
         if intake.accepted or intake.quarantined:
             self._publish(intake, request_id)
         metrics.count_batch(records, intake)
-        logger.info(
-            "received batch request_id=%s %s",
-            request_id,
-            intake.summary(),
-            extra={"request_id": request_id, **intake.summary()},
-        )
+        log_intake(intake, request_id)
         return intake
 
     def _publish(self, intake: Intake, request_id: str) -> None:
@@ -68,3 +63,34 @@ class Receiver:
                 f"the broker did not confirm the batch; retry later ({exc})",
                 retry_after=self.settings.retry_after_seconds,
             ) from exc
+
+
+def log_intake(intake: Intake, request_id: str) -> None:
+    """One line per accepted event and per quarantined record, then the batch's counts.
+
+    The accepted line's task_id is the one the worker's lines carry, so one log_id can be followed from
+    the request that brought it to every handler that ran for it.
+    """
+    for event in intake.accepted:
+        extra = {
+            "log_id": event.log_id,
+            "event_type": event.event_type,
+            "queue": event.queue,
+            "task_id": event.task_id,
+        }
+        logger.info(
+            "accepted event log_id=%s type=%s queue=%s",
+            event.log_id,
+            event.event_type,
+            event.queue,
+            extra=extra,
+        )
+    for bad in intake.quarantined:
+        logger.warning(
+            "quarantined record %d of request_id=%s: %s",
+            bad.index,
+            request_id,
+            bad.reason,
+            extra={"reason": bad.reason, "queue": "auth0.quarantine"},
+        )
+    logger.info("received batch request_id=%s %s", request_id, intake.summary(), extra=intake.summary())

@@ -7,6 +7,7 @@ import uuid
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from app.receiver import Receiver
+from tasks.logging_setup import log_context
 
 bp = Blueprint("webhooks", __name__)
 
@@ -21,7 +22,8 @@ def receive_log_batch() -> tuple[Response, int]:
     receiver: Receiver = current_app.extensions["auth0_events"]
     receiver.authenticate(request.headers.get("Authorization"))
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    intake = receiver.receive(request.get_data(cache=False), request_id)
+    with log_context(request_id=request_id):
+        intake = receiver.receive(request.get_data(cache=False), request_id)
     response = jsonify(intake.summary())
     response.headers["X-Request-Id"] = request_id
     return response, 202

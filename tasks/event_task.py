@@ -12,6 +12,7 @@ from celery.exceptions import Reject
 from tasks import metrics
 from tasks.celery_app import app
 from tasks.events import parse_event
+from tasks.logging_setup import log_context
 from tasks.models import utcnow
 from tasks.process import process_event, record_failure
 from tasks.retry_policy import Decision, RetryPolicy, decide, decide_redelivery
@@ -33,14 +34,22 @@ def handle_event(
     self: Task, record: dict[str, Any], event_type: str, log_id: str, received_at: str | None = None
 ) -> None:
     """Run the handlers subscribed to one Auth0 log event (type and log_id label it in Flower)."""
+    queue = self.request.delivery_info.get("routing_key")
+    with log_context(log_id=log_id, event_type=event_type, queue=queue, task_id=self.request.id):
+        _handle(self, record, event_type, log_id, received_at)
+
+
+def _handle(
+    task: Task, record: dict[str, Any], event_type: str, log_id: str, received_at: str | None
+) -> None:
     policy = retry_policy()
-    retries = self.request.retries
-    if self.request.delivery_info.get("redelivered"):
-        _apply(self, decide_redelivery(policy, retries), None, log_id, event_type)
+    retries = task.request.retries
+    if task.request.delivery_info.get("redelivered"):
+        _apply(task, decide_redelivery(policy, retries), None, log_id, event_type)
     try:
-        process_event(parse_event(record), self.request.id, _received(received_at), _stale_claim_age())
+        process_event(parse_event(record), task.request.id, _received(received_at), _stale_claim_age())
     except Exception as exc:  # noqa: BLE001 - the policy decides for every exception, unknown ones included
-        _apply(self, decide(policy, exc, retries), exc, log_id, event_type)
+        _apply(task, decide(policy, exc, retries), exc, log_id, event_type)
     else:
         metrics.count_task(event_type, "succeeded")
 

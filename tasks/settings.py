@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +77,12 @@ class Settings(BaseSettings):
 
     # Set per worker node (each Procfile worker line sets its own); empty or unset: no metrics server.
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="AUTH0_EVENTS_METRICS_PORT")
+
+    log_format: Literal["auto", "json", "text"] = Field("auto", validation_alias="AUTH0_EVENTS_LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias="AUTH0_EVENTS_LOG_LEVEL"
+    )
+    log_mask_pii: bool = Field(False, validation_alias="AUTH0_EVENTS_LOG_MASK_PII")
 
     _split_tokens = field_validator(
         "log_stream_tokens", "plugins", "builtin_handlers", "api_tokens", "signup_roles", mode="before"

@@ -19,16 +19,9 @@ def log_event(event: Auth0Event) -> None:
         "event_name": event.event_type.name,
         "date": event.date.isoformat() if event.date else None,
         "user_id": event.user_id,
+        "user_name": event.user_name,
         "client_id": event.client_id,
         "ip": event.ip,
     }
-    logger.info(
-        "auth0 event %s (%s) log_id=%s user_id=%s client_id=%s ip=%s",
-        event.type,
-        fields["event_name"],
-        event.log_id,
-        event.user_id,
-        event.client_id,
-        event.ip,
-        extra=fields,
-    )
+    # Who and where go in fields only, so AUTH0_EVENTS_LOG_MASK_PII can mask them.
+    logger.info("auth0 event %s (%s)", event.type, fields["event_name"], extra=fields)

@@ -1,0 +1,165 @@
+"""JSON logs that follow each event: context on every line, readable text on a terminal, PII masking."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tasks.logging_setup import configure_logging, log_context, mask
+from tests.conftest import TEST_TOKEN
+from tests.helpers import as_jsonl, make_record, wait_for
+
+
+class FakeTerminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger back as pytest had it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among ``text``'s lines (a worker also prints its banner as plain text)."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            lines.append(json.loads(line))
+    return lines
+
+
+def test_json_line_carries_the_context_and_extra_fields(settings_for: Any, restore_logging: None) -> None:
+    """Inside log_context every line has the event's fields; extra fields are added and win."""
+    stream = io.StringIO()
+    configure_logging(settings_for(log_format="json"), stream=stream)
+    with log_context(request_id="r-1", log_id="900123", event_type="fp", queue="auth0.fp", task_id="t-9"):
+        logging.getLogger("auth0_events.test").warning("something %s", "happened", extra={"queue": "other"})
+    [line] = json_lines(stream.getvalue())
+    assert line["message"] == "something happened"
+    assert (line["level"], line["logger"]) == ("WARNING", "auth0_events.test")
+    assert {k: line[k] for k in ("request_id", "log_id", "event_type", "task_id")} == {
+        "request_id": "r-1",
+        "log_id": "900123",
+        "event_type": "fp",
+        "task_id": "t-9",
+    }
+    assert line["queue"] == "other"
+    assert "time" in line
+
+
+def test_context_ends_with_its_block(settings_for: Any, restore_logging: None) -> None:
+    """A line logged after the block carries none of its fields."""
+    stream = io.StringIO()
+    configure_logging(settings_for(log_format="json"), stream=stream)
+    with log_context(log_id="900123"):
+        pass
+    logging.getLogger("auth0_events.test").warning("after")
+    assert "log_id" not in json_lines(stream.getvalue())[0]
+
+
+def test_terminal_gets_readable_text_by_default(settings_for: Any, restore_logging: None) -> None:
+    """With the default 'auto' format a terminal gets one readable line with key=value context."""
+    stream = FakeTerminal()
+    configure_logging(settings_for(), stream=stream)
+    with log_context(log_id="900123", event_type="s"):
+        logging.getLogger("auth0_events.test").info("auth0 event s")
+    line = stream.getvalue().strip()
+    assert not line.startswith("{")
+    assert "INFO" in line
+    assert "auth0 event s" in line
+    assert line.endswith("log_id=900123 event_type=s")
+
+
+def test_masking_hides_personal_data_but_keeps_the_event(settings_for: Any, restore_logging: None) -> None:
+    """With AUTH0_EVENTS_LOG_MASK_PII names, emails, user ids and IPs become stable hashes."""
+    stream = io.StringIO()
+    configure_logging(settings_for(log_format="json", log_mask_pii=True), stream=stream)
+    fields = {"user_name": "jane@example.com", "ip": "203.0.113.5", "user_id": "auth0|jane"}
+    with log_context(log_id="900123"):
+        logging.getLogger("auth0_events.test").info("auth0 event s", extra=fields)
+    [line] = json_lines(stream.getvalue())
+    assert "jane" not in stream.getvalue()
+    assert "203.0.113.5" not in stream.getvalue()
+    assert line["user_name"] == mask("jane@example.com") != mask("joe@example.com")
+    assert line["log_id"] == "900123"
+
+
+@pytest.mark.worker
+def test_one_log_id_can_be_followed_through_receiver_and_worker(
+    make_app: Any, start_worker: Any, settings_for: Any, restore_logging: None
+) -> None:
+    """The receiver's lines and the worker's share the event's task_id; a request_id ties the batch."""
+    queue = f"test.logs.{uuid.uuid4().hex[:8]}"
+    worker = start_worker(
+        [queue], {"AUTH0_EVENTS_ROUTES": f"s={queue},ss={queue}", "AUTH0_EVENTS_LOG_FORMAT": "json"}
+    )
+    receiver_log = io.StringIO()
+    configure_logging(settings_for(log_format="json"), stream=receiver_log)
+    records = [make_record("s"), make_record("ss"), make_record("w")]
+    client = make_app(routes=f"s={queue},ss={queue}").test_client()
+    response = client.post(
+        "/webhooks/auth0",
+        data=as_jsonl(records),
+        headers={"Authorization": TEST_TOKEN, "X-Request-Id": "req-42"},
+    )
+    assert response.status_code == 202
+    log_id = records[0]["log_id"]
+    received = [line for line in json_lines(receiver_log.getvalue()) if line.get("request_id") == "req-42"]
+    [accepted] = [line for line in received if line.get("log_id") == log_id]
+    assert (accepted["event_type"], accepted["queue"]) == ("s", queue)
+    assert len([line for line in received if line["message"].startswith("accepted event")]) == 2
+    assert any(line["message"].startswith("received batch") for line in received)
+
+    def worker_lines() -> list[dict[str, Any]]:
+        lines = [line for line in json_lines(worker.log_text()) if line.get("log_id") == log_id]
+        return lines if any(line["message"].startswith("auth0 event s") for line in lines) else []
+
+    lines = wait_for(worker_lines, what="the worker's lines for the log_id")
+    assert {line["task_id"] for line in lines} == {accepted["task_id"]}
+    assert {(line["event_type"], line["queue"]) for line in lines} == {("s", queue)}
+
+
+@pytest.mark.worker
+def test_masked_worker_logs_hold_no_personal_data(make_app: Any, start_worker: Any) -> None:
+    """A worker with AUTH0_EVENTS_LOG_MASK_PII logs neither the user's name nor the IP, anywhere."""
+    queue = f"test.logs.{uuid.uuid4().hex[:8]}"
+    worker = start_worker(
+        [queue],
+        {
+            "AUTH0_EVENTS_ROUTES": f"s={queue}",
+            "AUTH0_EVENTS_LOG_FORMAT": "json",
+            "AUTH0_EVENTS_LOG_MASK_PII": "true",
+        },
+    )
+    name = f"{uuid.uuid4().hex[:10]}@example.org"
+    record = make_record("s", user_name=name, ip="198.51.100.77", user_id=f"auth0|{name}")
+    client = make_app(routes=f"s={queue}").test_client()
+    assert (
+        client.post(
+            "/webhooks/auth0", data=as_jsonl([record]), headers={"Authorization": TEST_TOKEN}
+        ).status_code
+        == 202
+    )
+    wait_for(
+        lambda: any(
+            line.get("log_id") == record["log_id"] and line["message"].startswith("auth0 event")
+            for line in json_lines(worker.log_text())
+        ),
+        what="the event's line",
+    )
+    assert name not in worker.log_text()
+    assert "198.51.100.77" not in worker.log_text()
+    assert mask(name) in worker.log_text()
