@@ -20,7 +20,7 @@ class AcceptedEvent:
     queue: str
     record: dict[str, Any]
     # Chosen here, before publishing, so the receiver's log line and the worker's share it.
-    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    task_id: str = field(default_factory=lambda: str(uuid.uuid4()), compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,74 @@
-"""Publish a request's events over one channel and wait for RabbitMQ's confirms together."""
+"""Publish a request's events as Celery task messages on one channel; wait for RabbitMQ's confirms together.
+
+The fast path (BENCHMARKS.md has the measurements and the profiles behind each step):
+
+- each task message is built once with Celery's own ``app.amqp.as_task_v2`` (the same headers, properties
+  and body as ``send_task``), serialized once with kombu's json serializer, and handed straight to the
+  channel: no per-call routing, option merging, producer pool or publish signals;
+- the ``task-sent`` events that let Flower show a task as soon as it is published go out as one
+  ``task.multi`` message per request (per 500 tasks; Celery's own batched-event format, which Flower's
+  event receiver reads), not one message per task;
+- the frames of a request are written to the socket together (up to 1 MiB at a time) instead of one
+  ``sendall`` per message; RabbitMQ then confirms them as usual, and the request waits for every confirm.
+
+Every message is still persistent, mandatory, on a durable queue and confirmed before the 2xx.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from struct import pack
 from typing import Any
 
-from amqp.exceptions import AMQPError
+from amqp import spec
+from amqp.basic_message import Message
+from amqp.exceptions import AMQPError, RecoverableConnectionError
+from amqp.method_framing import frame_writer
+from amqp.serialization import dumps as amqp_dumps
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
+from celery.utils.saferepr import saferepr
+from kombu.common import maybe_declare
 from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.messaging import Producer
+from kombu.serialization import dumps
 
 from app.intake import AcceptedEvent, Intake, QuarantinedRecord
 from tasks.event_task import TASK_NAME
 from tasks.routing import QUARANTINE_QUEUE
-from tasks.topology import EVENTS_EXCHANGE, declare_all, work_queue
+from tasks.topology import EVENTS_EXCHANGE, declare_all
 
 logger = logging.getLogger(__name__)
 
 # What a dead broker, a closed channel or a lost socket raise from kombu and py-amqp.
 BROKER_ERRORS = (OSError, AMQPError, KombuError)
+# A request's frames are written in pieces of at most this size, so a huge batch is not copied whole.
+WRITE_CHUNK = 1 << 20
+PERSISTENT = 2
+# task-sent events per task.multi message: one message for a 100-record batch, and a bounded buffer for
+# a body at the size limit (ten thousand records and more).
+EVENTS_PER_MESSAGE = 500
+
+
+def kwargs_repr(kwargs: dict[str, str], maxsize: int) -> str:
+    """``celery.utils.saferepr.saferepr(kwargs, maxsize)`` for a dict of strings, without its token stream.
+
+    saferepr quotes every string in single quotes and escapes only single quotes; when the result fits in
+    ``maxsize`` nothing is truncated and the two agree exactly. Longer ones are left to saferepr itself.
+    """
+    text = "{" + ", ".join(f"{_quoted(key)}: {_quoted(value)}" for key, value in kwargs.items()) + "}"
+    return text if len(text) <= maxsize else saferepr(kwargs, maxsize)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 class PublishError(Exception):
@@ -40,14 +84,15 @@ class ConfirmTracker:
 
     def __init__(self, channel: Any) -> None:
         channel.confirm_select()
+        self._channel = channel
         self.outstanding: set[int] = set()
         self.failures: list[str] = []
         self._published = 0
         publish = channel.basic_publish
 
         def counting_publish(*args: Any, **kwargs: Any) -> Any:
-            # Confirm-mode delivery tags count every publish on the channel from 1, Celery's own
-            # task-sent events included, so each one is tracked.
+            # Confirm-mode delivery tags count every publish on the channel from 1, the task-sent events
+            # included, so each one is tracked.
             self._published += 1
             self.outstanding.add(self._published)
             return publish(*args, **kwargs)
@@ -56,6 +101,21 @@ class ConfirmTracker:
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
         channel.events["basic_return"].add(self._on_return)
+
+    def publish_mandatory(self, message: Message, exchange: str, routing_key: str) -> None:
+        """``basic_publish(message, exchange, routing_key, mandatory=True)``, tracked, minus py-amqp's poll
+        of the socket for a connection.blocked notice before each message (a read and a caught timeout
+        every time). A blocked broker shows anyway: its confirms do not come, and the request gets its 503
+        when the publish timeout runs out.
+        """
+        if not self._channel.connection:
+            raise RecoverableConnectionError("basic_publish: connection closed")
+        self._published += 1
+        self.outstanding.add(self._published)
+        # As py-amqp's basic_publish sends them: ticket, exchange, routing key, mandatory, immediate.
+        self._channel.send_method(
+            spec.Basic.Publish, "Bssbb", (0, exchange, routing_key, True, False), message
+        )
 
     def _settle(self, delivery_tag: int, multiple: bool) -> int:
         settled = {tag for tag in self.outstanding if tag <= delivery_tag} if multiple else {delivery_tag}
@@ -89,10 +149,155 @@ class ConfirmTracker:
             raise PublishError("; ".join(self.failures))
 
 
-class EventPublisher:
-    """One long-lived broker connection per receiver process; reconnects after any failure.
+class BatchedWrites:
+    """Stands in for py-amqp's transport in its frame writer: while ``held()``, frames collect in memory and
+    go to the socket together when the block ends (or every WRITE_CHUNK bytes); otherwise they pass through.
 
-    Thread-safe: requests take turns on the channel, since confirms are counted per channel.
+    One ``sendall`` per request instead of one per message: on loopback each write also pays for the
+    TCP delivery to RabbitMQ, and was the largest single cost of the old path (BENCHMARKS.md).
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._pending = bytearray()
+        self._holding = False
+
+    def write(self, data: Any) -> None:
+        """Called by the frame writer for each frame (a memoryview of its reused buffer, so copied here)."""
+        if not self._holding:
+            self._transport.write(data)
+            return
+        self._pending += data
+        if len(self._pending) >= WRITE_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what has collected."""
+        if self._pending:
+            pending, self._pending = self._pending, bytearray()
+            self._transport.write(pending)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Collect the frames written inside the block; write them when it ends without an error."""
+        self._holding = True
+        try:
+            yield
+        except BaseException:
+            self._pending = bytearray()  # the connection is reset after any error: nothing half-sent is kept
+            raise
+        finally:
+            self._holding = False
+        self.flush()
+
+    @classmethod
+    def install(cls, connection: Connection) -> BatchedWrites:
+        """Route the frames of ``connection`` (established, kombu over py-amqp) through a new instance."""
+        amqp_connection = connection.connection
+        writes = cls(amqp_connection.transport)
+        amqp_connection.frame_writer = frame_writer(amqp_connection, writes)
+        return writes
+
+
+class PropertiesEncoder:
+    """Encodes a task message's AMQP properties as py-amqp does, without re-encoding the headers that are
+    the same for every task of a connection (15 of the 19; py-amqp encodes tables in pure Python, and that
+    was the largest cost left per message).
+
+    The constant headers are encoded once and kept while they stay equal; the four that vary (id, root_id,
+    argsrepr, kwargsrepr) follow them in the table. The first message of each connection is checked byte
+    for byte against py-amqp's own encoding of the same properties; on any difference the encoder turns
+    itself off and messages are encoded by py-amqp as before.
+    """
+
+    VARIABLE = ("id", "root_id", "argsrepr", "kwargsrepr")
+    # In the order of amqp.Message.PROPERTIES; the task messages set exactly these.
+    LAYOUT = ("content_type", "content_encoding", "application_headers", "delivery_mode", "priority",
+              "correlation_id", "reply_to")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self._checked = False
+        self._constant: dict[str, Any] | None = None
+        self._constant_entries = b""
+        flags = 0
+        for position, (name, _kind) in enumerate(Message.PROPERTIES[:15]):
+            if name in self.LAYOUT:
+                flags |= 1 << (15 - position)
+        self._flags = pack(">H", flags)
+
+    def message(self, body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> Message:
+        """An amqp.Message of ``body`` with ``properties`` (``application_headers`` = ``headers``)."""
+        properties = {**properties, "application_headers": headers}
+        if not self.enabled or set(properties) != set(self.LAYOUT):
+            return Message(body, **properties)
+        constant = {key: value for key, value in headers.items() if key not in self.VARIABLE}
+        variable = {key: headers[key] for key in self.VARIABLE if key in headers}
+        if constant != self._constant:
+            self._constant, self._constant_entries = constant, amqp_dumps("F", [constant])[4:]
+        entries = self._constant_entries + amqp_dumps("F", [variable])[4:]
+        encoded = b"".join(
+            [
+                self._flags,
+                _shortstr(properties["content_type"]),
+                _shortstr(properties["content_encoding"]),
+                pack(">I", len(entries)),
+                entries,
+                pack("BB", properties["delivery_mode"], properties["priority"]),
+                _shortstr(properties["correlation_id"]),
+                _shortstr(properties["reply_to"]),
+            ]
+        )
+        message = _EncodedMessage(body, encoded, properties)
+        if not self._checked:
+            self._checked = True
+            # The same table in the same order, encoded by py-amqp itself.
+            reference = Message(body, **{**properties, "application_headers": {**constant, **variable}})
+            if reference._serialize_properties() != encoded:
+                logger.warning("task message properties differ from py-amqp's encoding; not caching them")
+                self.enabled = False
+                return Message(body, **properties)
+        return message
+
+
+class _EncodedMessage(Message):  # type: ignore[misc]
+    """An amqp.Message whose properties PropertiesEncoder has already encoded."""
+
+    def __init__(self, body: bytes, encoded: bytes, properties: dict[str, Any]) -> None:
+        super().__init__(body, **properties)
+        self._encoded = encoded
+
+    def _serialize_properties(self) -> bytes:
+        return self._encoded
+
+
+def _shortstr(text: str) -> bytes:
+    data = text.encode("utf-8")
+    if len(data) > 255:
+        raise ValueError(f"shortstr too long: {len(data)} bytes")
+    return bytes([len(data)]) + data
+
+
+@dataclass
+class _Link:
+    """One established connection and what publishing on it needs."""
+
+    connection: Connection
+    channel: Any
+    tracker: ConfirmTracker
+    writes: BatchedWrites
+    producer: Producer
+    events: Any  # celery.events.EventDispatcher buffering task-sent events, or None when they are off
+    origin: str
+    encoder: PropertiesEncoder
+
+
+class EventPublisher:
+    """A long-lived broker connection per serving thread (one per process under gunicorn's sync workers);
+    each reconnects after any failure.
+
+    Thread-safe: confirms are counted per channel, so each thread publishes on a connection of its own, and
+    one request's wait for its confirms does not hold up another thread's request.
     """
 
     def __init__(self, celery_app: Celery, broker_url: str, queue_names: Iterable[str], timeout: float):
@@ -100,51 +305,54 @@ class EventPublisher:
         self._broker_url = broker_url
         self._queue_names = tuple(queue_names)
         self._timeout = timeout
-        self._lock = threading.Lock()
-        self._connection: Connection | None = None
-        self._producer: Producer | None = None
-        self._tracker: ConfirmTracker | None = None
+        self._guard = threading.Lock()  # guards _links, not the links themselves
+        self._links: dict[int, _Link] = {}  # by thread identifier
+        conf = celery_app.conf
+        self._send_sent_events = bool(conf.task_send_sent_event)
+        self._serializer = conf.task_serializer
+        self._kwargsrepr_maxsize = celery_app.amqp.kwargsrepr_maxsize
 
     def publish(self, intake: Intake, request_id: str) -> None:
         """Publish every accepted event and quarantined record; return once the broker confirmed all.
 
         Raises PublishError when any message is not confirmed; the caller answers 503 so Auth0 retries.
         """
-        with self._lock:
-            try:
-                producer, tracker = self._connected()
-                received_at = datetime.now(UTC).isoformat()
+        try:
+            link = self._connected()
+            received_at = datetime.now(UTC).isoformat()
+            with link.writes.held():
                 for event in intake.accepted:
-                    self._send_event(producer, event, received_at)
+                    self._send_event(link, event, received_at)
+                if link.events is not None and intake.accepted:
+                    link.events.flush(errors=False, groups=True)
                 for bad in intake.quarantined:
-                    self._send_quarantined(producer, bad, request_id)
-                tracker.wait(producer.connection, self._timeout)
-            except (PublishError, *BROKER_ERRORS) as exc:
-                self._reset()
-                raise PublishError(str(exc) or type(exc).__name__) from exc
+                    self._send_quarantined(link.producer, bad, request_id)
+            link.tracker.wait(link.connection, self._timeout)
+        except (PublishError, *BROKER_ERRORS) as exc:
+            self._reset()
+            raise PublishError(str(exc) or type(exc).__name__) from exc
 
     def check(self) -> None:
         """Connect if needed; raises PublishError when the broker cannot be reached."""
-        with self._lock:
-            try:
-                self._connected()
-            except BROKER_ERRORS as exc:
-                self._reset()
-                raise PublishError(str(exc) or type(exc).__name__) from exc
+        try:
+            self._connected()
+        except BROKER_ERRORS as exc:
+            self._reset()
+            raise PublishError(str(exc) or type(exc).__name__) from exc
 
     def close(self) -> None:
-        """Close the broker connection politely."""
-        with self._lock:
-            connection = self._connection
-            self._reset(drop=False)
-            if connection is not None:
-                try:
-                    connection.release()
-                except BROKER_ERRORS:
-                    logger.debug("ignoring error while closing the broker connection", exc_info=True)
+        """Close every thread's broker connection politely."""
+        with self._guard:
+            links, self._links = list(self._links.values()), {}
+        for link in links:
+            try:
+                link.connection.release()
+            except BROKER_ERRORS:
+                logger.debug("ignoring error while closing the broker connection", exc_info=True)
 
-    def _connected(self) -> tuple[Producer, ConfirmTracker]:
-        if self._producer is None or self._tracker is None:
+    def _connected(self) -> _Link:
+        link = self._links.get(threading.get_ident())
+        if link is None:
             connection = self._celery.connection_for_write(
                 url=self._broker_url,
                 connect_timeout=self._timeout,
@@ -156,34 +364,78 @@ class EventPublisher:
                     "write_timeout": self._timeout,
                 },
             )
-            self._connection = connection
-            # One quick second try covers a blip; a down broker must turn into a 503 fast, not hold the
-            # request (kombu's default connect() waits 2 s before its retry).
-            connection.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0, interval_max=0.2)
-            declare_all(connection, self._queue_names)
-            channel = connection.channel()
-            self._tracker = ConfirmTracker(channel)
-            self._producer = Producer(channel)
+            try:
+                # One quick second try covers a blip; a down broker must turn into a 503 fast, not hold
+                # the request (kombu's default connect() waits 2 s before its retry).
+                connection.ensure_connection(
+                    max_retries=1, interval_start=0.2, interval_step=0, interval_max=0.2
+                )
+                declare_all(connection, self._queue_names)
+                channel = connection.channel()
+                tracker = ConfirmTracker(channel)
+                writes = BatchedWrites.install(connection)
+            except BaseException:
+                connection.collect()
+                raise
+            events = None
+            if self._send_sent_events:
+                # Buffers the task-sent events of a request and publishes them as task.multi messages of
+                # up to EVENTS_PER_MESSAGE on this channel (so they are confirmed with the rest); publish()
+                # flushes the remainder. Errors raise rather than buffer.
+                events = self._celery.events.Dispatcher(
+                    channel=channel,
+                    buffer_group=["task"],
+                    buffer_limit=EVENTS_PER_MESSAGE,
+                    buffer_while_offline=False,
+                )
+                # Declared now: a declare is a round trip, which must not happen while frames are held.
+                maybe_declare(events.exchange, channel)
+            link = _Link(
+                connection=connection,
+                channel=channel,
+                tracker=tracker,
+                writes=writes,
+                producer=Producer(channel, auto_declare=False),
+                events=events,
+                origin=anon_nodename(),
+                encoder=PropertiesEncoder(),
+            )
+            with self._guard:
+                self._links[threading.get_ident()] = link
             logger.info("connected to the broker and declared %d work queues", len(self._queue_names))
-        return self._producer, self._tracker
+        return link
 
-    def _send_event(self, producer: Producer, event: AcceptedEvent, received_at: str) -> None:
+    def _send_event(self, link: _Link, event: AcceptedEvent, received_at: str) -> None:
+        """Publish one task message, as ``send_task`` would build it, straight to the channel."""
         event_type, log_id = event.event_type, event.log_id
-        self._celery.send_task(
+        task_id = event.task_id  # chosen by the intake, so the receiver's log line names it too
+        kwargs = {"event_type": event_type, "log_id": log_id, "received_at": received_at}
+        headers, properties, body, sent_event = self._celery.amqp.as_task_v2(
+            task_id,
             TASK_NAME,
             args=(event.record,),
-            kwargs={"event_type": event_type, "log_id": log_id, "received_at": received_at},
-            task_id=str(uuid.uuid4()),
-            queue=work_queue(event.queue),
-            producer=producer,
-            retry=False,  # a failure fails the whole batch, which Auth0 then re-sends
-            # Declared once per connection in _connected(); mandatory makes a queue deleted since then
-            # come back as a return (and a 503) instead of a silent drop.
-            declare=[],
-            mandatory=True,
+            kwargs=kwargs,
             # Flower and logs show the type and id; the record (names, emails, IPs) stays out of them.
             argsrepr=f"(<auth0 log {event_type} {log_id}>,)",
+            kwargsrepr=kwargs_repr(kwargs, self._kwargsrepr_maxsize),
+            origin=link.origin,
+            reply_to=self._celery.thread_oid,
+            ignore_result=None,  # as send_task sends it: the worker applies the task's own setting
+            create_sent_event=link.events is not None,
         )
+        content_type, content_encoding, data = dumps(body, serializer=self._serializer)
+        properties.update(
+            content_type=content_type, content_encoding=content_encoding, delivery_mode=PERSISTENT, priority=0
+        )
+        message = link.encoder.message(data, headers, properties)
+        # Declared once per connection in _connected(); mandatory makes a queue deleted since then come
+        # back as a return (and a 503) instead of a silent drop.
+        link.tracker.publish_mandatory(message, EVENTS_EXCHANGE.name, event.queue)
+        if sent_event is not None:
+            sent_event.update(
+                {"queue": event.queue, "exchange": EVENTS_EXCHANGE.name, "routing_key": event.queue}
+            )
+            link.events.send("task-sent", **sent_event)
 
     def _send_quarantined(self, producer: Producer, bad: QuarantinedRecord, request_id: str) -> None:
         producer.publish(
@@ -191,15 +443,17 @@ class EventPublisher:
             exchange=EVENTS_EXCHANGE,
             routing_key=QUARANTINE_QUEUE,
             serializer="json",
-            delivery_mode=2,
+            delivery_mode=PERSISTENT,
             mandatory=True,
             declare=[],
             headers={"x-quarantine-reason": bad.reason, "x-request-id": request_id},
             retry=False,
         )
 
-    def _reset(self, drop: bool = True) -> None:
-        connection, self._connection, self._producer, self._tracker = self._connection, None, None, None
-        if connection is not None and drop:
+    def _reset(self) -> None:
+        """Drop this thread's connection; its next request connects anew."""
+        with self._guard:
+            link = self._links.pop(threading.get_ident(), None)
+        if link is not None:
             # collect() frees the socket without the close handshake, which a broken broker never answers.
-            connection.collect()
+            link.connection.collect()
