@@ -75,6 +75,7 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+    _factories.clear()
 
 
 @contextmanager
@@ -83,12 +84,21 @@ def session_scope(url: str | None = None, read_only: bool = False) -> Iterator[S
 
     ``read_only`` sessions (searches) do not take SQLite's write lock, so they never wait for workers.
     """
-    engine = get_engine(url)
-    if read_only:
-        engine = engine.execution_options(read_only=True)
-    factory = sessionmaker(engine, expire_on_commit=False)
-    with factory.begin() as session:
+    with _session_factory(get_engine(url), read_only).begin() as session:
         yield session
+
+
+_factories: dict[tuple[int, bool], sessionmaker[Session]] = {}
+
+
+def _session_factory(engine: Engine, read_only: bool) -> sessionmaker[Session]:
+    # One factory per engine: building a sessionmaker for every transaction was a measured share of each
+    # event's cost in the workers (BENCHMARKS.md, end to end).
+    key = (id(engine), read_only)
+    if key not in _factories:
+        bind = engine.execution_options(read_only=True) if read_only else engine
+        _factories[key] = sessionmaker(bind, expire_on_commit=False)
+    return _factories[key]
 
 
 def alembic_config(url: str | None = None) -> Config:
