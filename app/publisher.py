@@ -9,7 +9,11 @@ The fast path (BENCHMARKS.md has the measurements and the profiles behind each s
   ``task.multi`` message per request (per 500 tasks; Celery's own batched-event format, which Flower's
   event receiver reads), not one message per task;
 - the frames of a request are written to the socket together (up to 1 MiB at a time) instead of one
-  ``sendall`` per message; RabbitMQ then confirms them as usual, and the request waits for every confirm.
+  ``sendall`` per message; RabbitMQ then confirms them as usual, and the request waits for every confirm;
+- the AMQP properties of the headers that are the same for every task are encoded once per connection
+  (checked against py-amqp's own encoding), and py-amqp's per-message poll for ``connection.blocked`` is
+  skipped (a blocked broker shows as missing confirms, hence a 503);
+- each serving thread has a connection of its own, so no request waits behind another's confirms.
 
 Every message is still persistent, mandatory, on a durable queue and confirmed before the 2xx.
 """
@@ -311,6 +315,9 @@ class EventPublisher:
         self._send_sent_events = bool(conf.task_send_sent_event)
         self._serializer = conf.task_serializer
         self._kwargsrepr_maxsize = celery_app.amqp.kwargsrepr_maxsize
+        # The task's own time limits, which send_task copies into the message headers too.
+        exec_options = celery_app.tasks[TASK_NAME]._get_exec_options()
+        self._time_limits = (exec_options.get("time_limit"), exec_options.get("soft_time_limit"))
 
     def publish(self, intake: Intake, request_id: str) -> None:
         """Publish every accepted event and quarantined record; return once the broker confirmed all.
@@ -421,6 +428,8 @@ class EventPublisher:
             origin=link.origin,
             reply_to=self._celery.thread_oid,
             ignore_result=None,  # as send_task sends it: the worker applies the task's own setting
+            time_limit=self._time_limits[0],
+            soft_time_limit=self._time_limits[1],
             create_sent_event=link.events is not None,
         )
         content_type, content_encoding, data = dumps(body, serializer=self._serializer)
