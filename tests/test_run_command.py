@@ -22,6 +22,16 @@ from tests.test_processes import procfile
 pytestmark = pytest.mark.worker
 
 
+def procfile_processes() -> list[str]:
+    """The processes scripts/run starts, as scripts/procfile-processes lists them."""
+    listed = subprocess.run(
+        [str(ROOT / "scripts" / "procfile-processes")], capture_output=True, text=True, check=True, timeout=30
+    )
+    names = listed.stdout.split()
+    assert names == [name for name in procfile() if name != "release"]
+    return names
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as sock:
@@ -67,7 +77,7 @@ def procfile_service(own_vhost: str, tmp_path: Path) -> Iterator[dict[str, Any]]
                 str(web_port),
                 "--env",
                 str(empty_env_file),
-                *(name for name in procfile() if name != "release"),
+                *procfile_processes(),
             ],
             cwd=ROOT,
             env=env,
