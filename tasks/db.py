@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasks.settings import get_settings
@@ -86,6 +86,16 @@ def session_scope(url: str | None = None, read_only: bool = False) -> Iterator[S
     """
     with _session_factory(get_engine(url), read_only).begin() as session:
         yield session
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[Connection]:
+    """A connection whose transaction commits when the block ends and rolls back if it raises.
+
+    The ledger's path: plain Core statements, without a Session's unit of work around them.
+    """
+    with get_engine(url).begin() as connection:
+        yield connection
 
 
 _factories: dict[tuple[int, bool], sessionmaker[Session]] = {}

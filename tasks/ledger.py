@@ -4,27 +4,112 @@ A handler's run is claimed in the database before it runs and marked done after 
 delivery that finds a fresh claim of another task leaves the handler to that task: its message is still
 unacked, so it will finish, retry, or be dead-lettered (releasing the claim). A claim is taken over by
 a retry or redelivery of the same task at once, and by any task once it is older than the hard time limit.
+
+Every function runs in the caller's transaction. A transaction that writes both an event's row and its
+handler runs locks the event's row first (record_attempt or lock_event), so two deliveries of one event
+cannot deadlock on PostgreSQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from functools import cache
+from typing import Any, Literal, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, Delete, Select, Table, Update, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from tasks.events import Auth0Event
 from tasks.models import Event, HandlerRun
 
+EVENTS = cast(Table, Event.__table__)
+RUNS = cast(Table, HandlerRun.__table__)
 
-def _insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+Claim = Literal["run", "done", "owned"]
 
 
-def record_attempt(session: Session, event: Auth0Event, received_at: datetime, now: datetime) -> None:
+@dataclass(frozen=True)
+class _Statements:
+    """The ledger's statements for one dialect, built once.
+
+    Every event runs them all; building SQLAlchemy statements per call was most of the ledger's cost
+    (BENCHMARKS.md, end to end). Values are bound at execution.
+    """
+
+    upsert_event: Any
+    claim_new: Any
+    read_run: Select[Any]
+    take_over: Update
+    upsert_done: Any
+    lock_event: Select[Any]
+    mark_processed: Update
+    set_outcome: Update
+    release: Delete
+    done_handlers: Select[Any]
+
+
+@cache
+def _statements(dialect: str) -> _Statements:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert_event = insert(EVENTS)
+    upsert_event = upsert_event.on_conflict_do_update(
+        index_elements=["log_id"],
+        set_={
+            "state": "processing",
+            "attempts": EVENTS.c.attempts + 1,
+            "updated_at": upsert_event.excluded.updated_at,
+        },
+    )
+    upsert_done = insert(RUNS)
+    upsert_done = upsert_done.on_conflict_do_update(
+        index_elements=["log_id", "handler"],
+        set_={
+            "state": "done",
+            "task_id": upsert_done.excluded.task_id,
+            "done_at": upsert_done.excluded.done_at,
+        },
+    )
+    this_run = (RUNS.c.log_id == bindparam("run_log_id")) & (RUNS.c.handler == bindparam("run_handler"))
+    this_event = EVENTS.c.log_id == bindparam("event_log_id")
+    done_count = (
+        select(func.count())
+        .where(
+            RUNS.c.log_id == bindparam("event_log_id"),
+            RUNS.c.state == "done",
+            RUNS.c.handler.in_(bindparam("handlers", expanding=True)),
+        )
+        .scalar_subquery()
+    )
+    return _Statements(
+        upsert_event=upsert_event,
+        # RETURNING rather than rowcount, which psycopg reports as -1 for this statement.
+        claim_new=insert(RUNS).on_conflict_do_nothing().returning(RUNS.c.handler),
+        read_run=select(RUNS.c.state, RUNS.c.task_id, RUNS.c.claimed_at).where(this_run).with_for_update(),
+        take_over=update(RUNS).where(this_run),
+        upsert_done=upsert_done,
+        lock_event=select(EVENTS.c.log_id).where(this_event).with_for_update(),
+        mark_processed=update(EVENTS)
+        .where(this_event, done_count == bindparam("handler_count"))
+        .values(state="processed", last_error=None),
+        set_outcome=update(EVENTS).where(this_event),
+        release=delete(RUNS).where(
+            RUNS.c.log_id == bindparam("run_log_id"),
+            RUNS.c.task_id == bindparam("run_task_id"),
+            RUNS.c.state == "claimed",
+        ),
+        done_handlers=select(RUNS.c.handler).where(
+            RUNS.c.log_id == bindparam("run_log_id"), RUNS.c.state == "done"
+        ),
+    )
+
+
+def _sql(connection: Connection) -> _Statements:
+    return _statements(connection.dialect.name)
+
+
+def record_attempt(connection: Connection, event: Auth0Event, received_at: datetime, now: datetime) -> None:
     """Store the event on first sight (its fields and raw record) and count this processing attempt."""
     values = {
         "log_id": event.log_id,
@@ -40,72 +125,82 @@ def record_attempt(session: Session, event: Auth0Event, received_at: datetime, n
         "attempts": 1,
         "updated_at": now,
     }
-    statement = _insert(session, Event).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["log_id"],
-        set_={"state": "processing", "attempts": Event.attempts + 1, "updated_at": now},
-    )
-    session.execute(statement)
+    connection.execute(_sql(connection).upsert_event, values)
+
+
+def lock_event(connection: Connection, log_id: str) -> None:
+    """Lock the event's row until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE already has)."""
+    connection.execute(_sql(connection).lock_event, {"event_log_id": log_id})
+
+
+def mark_processed_if_done(
+    connection: Connection, log_id: str, handlers: Collection[str], now: datetime
+) -> bool:
+    """Mark the event processed if every one of ``handlers`` is done; return whether it was.
+
+    Call it after lock_event in the same transaction: two deliveries that each finished some handlers
+    then check one after the other, and the second sees every done mark.
+    """
+    names = sorted(set(handlers))
+    if not names:
+        result = connection.execute(
+            _sql(connection).set_outcome,
+            {"event_log_id": log_id, "state": "processed", "last_error": None, "updated_at": now},
+        )
+    else:
+        result = connection.execute(
+            _sql(connection).mark_processed,
+            {"event_log_id": log_id, "handlers": names, "handler_count": len(names), "updated_at": now},
+        )
+    return bool(result.rowcount)
 
 
 def record_outcome(
-    session: Session, log_id: str, state: str, now: datetime, error: str | None = None
+    connection: Connection, log_id: str, state: str, now: datetime, error: str | None = None
 ) -> None:
     """Set the event's state (processed, retrying, dead_lettered) and its last error."""
-    row = session.scalar(select(Event).where(Event.log_id == log_id))
-    if row is not None:
-        row.state, row.last_error, row.updated_at = state, error, now
-
-
-Claim = Literal["run", "done", "owned"]
+    connection.execute(
+        _sql(connection).set_outcome,
+        {"event_log_id": log_id, "state": state, "last_error": error, "updated_at": now},
+    )
 
 
 def claim(
-    session: Session, log_id: str, handler: str, task_id: str, now: datetime, stale_after: timedelta
+    connection: Connection, log_id: str, handler: str, task_id: str, now: datetime, stale_after: timedelta
 ) -> Claim:
     """Claim the handler's run for this event: "run" it, or skip it as "done" or "owned" by another task."""
-    # RETURNING rather than rowcount, which psycopg reports as -1 for this statement.
-    inserted = session.execute(
-        _insert(session, HandlerRun)
-        .values(log_id=log_id, handler=handler, state="claimed", task_id=task_id, claimed_at=now)
-        .on_conflict_do_nothing()
-        .returning(HandlerRun.handler)
-    ).first()
-    if inserted is not None:
+    sql = _sql(connection)
+    values = {"log_id": log_id, "handler": handler, "state": "claimed", "task_id": task_id, "claimed_at": now}
+    if connection.execute(sql.claim_new, values).first() is not None:
         return "run"
-    run = session.get(HandlerRun, (log_id, handler), with_for_update=True, populate_existing=True)
-    assert run is not None  # the insert conflicted with it, and runs are only deleted by their owner
+    this_run = {"run_log_id": log_id, "run_handler": handler}
+    run = connection.execute(sql.read_run, this_run).one()  # runs are only deleted by their owner
     if run.state == "done":
         return "done"
     if run.task_id != task_id and run.claimed_at > now - stale_after:
         return "owned"
-    run.task_id, run.claimed_at = task_id, now
+    connection.execute(sql.take_over, {**this_run, "task_id": task_id, "claimed_at": now})
     return "run"
 
 
-def mark_done(session: Session, log_id: str, handler: str, task_id: str, now: datetime) -> None:
+def mark_done(connection: Connection, log_id: str, handler: str, task_id: str, now: datetime) -> None:
     """Record that the handler's effect for this event completed."""
-    session.execute(
-        _insert(session, HandlerRun)
-        .values(log_id=log_id, handler=handler, state="done", task_id=task_id, claimed_at=now, done_at=now)
-        .on_conflict_do_update(
-            index_elements=["log_id", "handler"], set_={"state": "done", "task_id": task_id, "done_at": now}
-        )
-    )
+    values = {
+        "log_id": log_id,
+        "handler": handler,
+        "state": "done",
+        "task_id": task_id,
+        "claimed_at": now,
+        "done_at": now,
+    }
+    connection.execute(_sql(connection).upsert_done, values)
 
 
-def release_claims(session: Session, log_id: str, task_id: str) -> None:
+def release_claims(connection: Connection, log_id: str, task_id: str) -> None:
     """Drop the unfinished claims of a task that gives up, so a later delivery may run those handlers."""
-    session.execute(
-        delete(HandlerRun).where(
-            HandlerRun.log_id == log_id, HandlerRun.task_id == task_id, HandlerRun.state == "claimed"
-        )
-    )
+    connection.execute(_sql(connection).release, {"run_log_id": log_id, "run_task_id": task_id})
 
 
-def done_handlers(session: Session, log_id: str) -> set[str]:
+def done_handlers(connection: Connection, log_id: str) -> set[str]:
     """The handlers whose effect for ``log_id`` is recorded as done."""
-    rows = session.scalars(
-        select(HandlerRun.handler).where(HandlerRun.log_id == log_id, HandlerRun.state == "done")
-    )
-    return set(rows)
+    return set(connection.execute(_sql(connection).done_handlers, {"run_log_id": log_id}).scalars())

@@ -28,7 +28,7 @@ from tasks.archive import (
     parse_types,
     search_events,
 )
-from tasks.db import session_scope, upgrade
+from tasks.db import session_scope, transaction, upgrade
 from tasks.events import parse_event
 from tasks.ledger import record_attempt, record_outcome
 from tasks.models import Event
@@ -87,12 +87,12 @@ def store(database_url: str, stored: Stored, log_id: str | None = None) -> str:
     )
     event = parse_event(record)
     for attempt in range(stored.attempts):
-        with session_scope(database_url) as session:
-            record_attempt(session, event, NOW, NOW + timedelta(seconds=attempt))
+        with transaction(database_url) as connection:
+            record_attempt(connection, event, NOW, NOW + timedelta(seconds=attempt))
     if stored.state != "processing":
         error = None if stored.state == "processed" else f"error of {stored.name}"
-        with session_scope(database_url) as session:
-            record_outcome(session, event.log_id, stored.state, NOW, error=error)
+        with transaction(database_url) as connection:
+            record_outcome(connection, event.log_id, stored.state, NOW, error=error)
     return event.log_id
 
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from tasks.db import session_scope
+from tasks.db import session_scope, transaction
 from tasks.events import parse_event
-from tasks.ledger import claim, done_handlers, mark_done, record_attempt, record_outcome, release_claims
+from tasks.ledger import (
+    claim,
+    done_handlers,
+    lock_event,
+    mark_done,
+    mark_processed_if_done,
+    record_attempt,
+    record_outcome,
+    release_claims,
+)
 from tasks.models import Event, HandlerRun
 from tests.helpers import make_record
 
@@ -21,10 +31,10 @@ def test_event_is_stored_once_and_attempts_counted(database_url: str) -> None:
     record = make_record("fp", ip="203.0.113.9", user_id="auth0|42")
     event = parse_event(record)
     for _ in range(3):
-        with session_scope(database_url) as session:
-            record_attempt(session, event, NOW - timedelta(seconds=5), NOW)
-    with session_scope(database_url) as session:
-        record_outcome(session, event.log_id, "processed", NOW)
+        with transaction(database_url) as connection:
+            record_attempt(connection, event, NOW - timedelta(seconds=5), NOW)
+    with transaction(database_url) as connection:
+        record_outcome(connection, event.log_id, "processed", NOW)
     with session_scope(database_url) as session:
         row = session.scalars(select(Event).where(Event.log_id == event.log_id)).one()
         assert (row.type, row.ip, row.user_id, row.attempts, row.state) == (
@@ -42,62 +52,124 @@ def test_event_is_stored_once_and_attempts_counted(database_url: str) -> None:
 def test_claim_then_done_then_skip(database_url: str) -> None:
     """A first claim runs; after the done mark every later claim, by any task, is 'done'."""
     log_id = make_record("s")["log_id"]
-    with session_scope(database_url) as session:
-        assert claim(session, log_id, "h", "task-1", NOW, STALE) == "run"
-    with session_scope(database_url) as session:
-        mark_done(session, log_id, "h", "task-1", NOW)
+    with transaction(database_url) as connection:
+        assert claim(connection, log_id, "h", "task-1", NOW, STALE) == "run"
+    with transaction(database_url) as connection:
+        mark_done(connection, log_id, "h", "task-1", NOW)
     for task in ("task-1", "task-2"):
-        with session_scope(database_url) as session:
-            assert claim(session, log_id, "h", task, NOW, STALE) == "done"
-    with session_scope(database_url) as session:
-        assert done_handlers(session, log_id) == {"h"}
+        with transaction(database_url) as connection:
+            assert claim(connection, log_id, "h", task, NOW, STALE) == "done"
+    with transaction(database_url) as connection:
+        assert done_handlers(connection, log_id) == {"h"}
 
 
 def test_fresh_claim_of_another_task_is_owned_but_its_own_retry_runs(database_url: str) -> None:
     """A duplicate task leaves a fresh claim to its owner; the owner's retry (same task id) runs again."""
     log_id = make_record("s")["log_id"]
-    with session_scope(database_url) as session:
-        assert claim(session, log_id, "h", "owner", NOW, STALE) == "run"
-    with session_scope(database_url) as session:
-        assert claim(session, log_id, "h", "duplicate", NOW + timedelta(seconds=1), STALE) == "owned"
-    with session_scope(database_url) as session:
-        assert claim(session, log_id, "h", "owner", NOW + timedelta(seconds=2), STALE) == "run"
+    with transaction(database_url) as connection:
+        assert claim(connection, log_id, "h", "owner", NOW, STALE) == "run"
+    with transaction(database_url) as connection:
+        assert claim(connection, log_id, "h", "duplicate", NOW + timedelta(seconds=1), STALE) == "owned"
+    with transaction(database_url) as connection:
+        assert claim(connection, log_id, "h", "owner", NOW + timedelta(seconds=2), STALE) == "run"
 
 
 def test_stale_claim_is_taken_over(database_url: str) -> None:
     """A claim older than the hard time limit belongs to a dead task: another task takes it over."""
     log_id = make_record("s")["log_id"]
-    with session_scope(database_url) as session:
-        claim(session, log_id, "h", "dead", NOW, STALE)
-    with session_scope(database_url) as session:
-        assert claim(session, log_id, "h", "other", NOW + STALE + timedelta(seconds=1), STALE) == "run"
-        run = session.get(HandlerRun, (log_id, "h"))
-        assert run is not None
-        assert run.task_id == "other"
+    with transaction(database_url) as connection:
+        claim(connection, log_id, "h", "dead", NOW, STALE)
+    with transaction(database_url) as connection:
+        assert claim(connection, log_id, "h", "other", NOW + STALE + timedelta(seconds=1), STALE) == "run"
+        owner = select(HandlerRun.task_id).where(HandlerRun.log_id == log_id, HandlerRun.handler == "h")
+        assert connection.execute(owner).scalar_one() == "other"
 
 
 def test_released_claims_let_a_later_delivery_run(database_url: str) -> None:
     """A dead-lettered task releases its unfinished claims but keeps the done marks."""
     log_id = make_record("s")["log_id"]
-    with session_scope(database_url) as session:
-        claim(session, log_id, "finished", "t1", NOW, STALE)
-        mark_done(session, log_id, "finished", "t1", NOW)
-        claim(session, log_id, "unfinished", "t1", NOW, STALE)
-    with session_scope(database_url) as session:
-        release_claims(session, log_id, "t1")
-    with session_scope(database_url) as session:
-        assert claim(session, log_id, "unfinished", "t2", NOW, STALE) == "run"
-        assert claim(session, log_id, "finished", "t2", NOW, STALE) == "done"
+    with transaction(database_url) as connection:
+        claim(connection, log_id, "finished", "t1", NOW, STALE)
+        mark_done(connection, log_id, "finished", "t1", NOW)
+        claim(connection, log_id, "unfinished", "t1", NOW, STALE)
+    with transaction(database_url) as connection:
+        release_claims(connection, log_id, "t1")
+    with transaction(database_url) as connection:
+        assert claim(connection, log_id, "unfinished", "t2", NOW, STALE) == "run"
+        assert claim(connection, log_id, "finished", "t2", NOW, STALE) == "done"
 
 
 def test_rolled_back_claim_leaves_nothing(database_url: str) -> None:
     """A transaction that claims and then fails leaves no claim behind (the transactional handler path)."""
     log_id = make_record("s")["log_id"]
     try:
-        with session_scope(database_url) as session:
-            claim(session, log_id, "tx", "t1", NOW, STALE)
+        with transaction(database_url) as connection:
+            claim(connection, log_id, "tx", "t1", NOW, STALE)
             raise RuntimeError("handler failed")
     except RuntimeError:
         pass
     with session_scope(database_url) as session:
         assert session.get(HandlerRun, (log_id, "tx")) is None
+
+
+def test_event_is_processed_only_when_every_handler_is_done(database_url: str) -> None:
+    """The outcome check marks the event processed once all its handlers are done, not before."""
+    event = parse_event(make_record("s"))
+    with transaction(database_url) as connection:
+        record_attempt(connection, event, NOW, NOW)
+        mark_done(connection, event.log_id, "a", "t1", NOW)
+        assert not mark_processed_if_done(connection, event.log_id, ["a", "b"], NOW)
+    assert state_of(database_url, event.log_id) == "processing"
+    with transaction(database_url) as connection:
+        mark_done(connection, event.log_id, "b", "t2", NOW)
+        assert mark_processed_if_done(connection, event.log_id, ["a", "b", "a"], NOW)
+    assert state_of(database_url, event.log_id) == "processed"
+
+
+def test_event_without_handlers_is_processed_at_once(database_url: str) -> None:
+    """An event no handler subscribes to is processed as soon as it is recorded."""
+    event = parse_event(make_record("s"))
+    with transaction(database_url) as connection:
+        record_attempt(connection, event, NOW, NOW)
+        assert mark_processed_if_done(connection, event.log_id, [], NOW)
+    assert state_of(database_url, event.log_id) == "processed"
+
+
+def test_two_deliveries_finishing_different_handlers_at_once_mark_the_event_processed(
+    database_url: str,
+) -> None:
+    """Each delivery marks one handler done and checks: the lock makes the second check see both marks."""
+    event = parse_event(make_record("s"))
+    with transaction(database_url) as connection:
+        record_attempt(connection, event, NOW, NOW)
+    second_checked, first_checked = threading.Event(), threading.Event()
+    results: list[bool] = []
+
+    def second_delivery() -> None:
+        with transaction(database_url) as connection:
+            lock_event(connection, event.log_id)
+            mark_done(connection, event.log_id, "b", "t2", NOW)
+            results.append(mark_processed_if_done(connection, event.log_id, ["a", "b"], NOW))
+            second_checked.set()
+            first_checked.wait(timeout=30)
+
+    with transaction(database_url) as connection:
+        lock_event(connection, event.log_id)
+        mark_done(connection, event.log_id, "a", "t1", NOW)
+        thread = threading.Thread(target=second_delivery)
+        thread.start()
+        # Without the lock both would check before either commits, each seeing only its own mark. With
+        # it, the second waits for this commit, so this bounded wait runs out and this one checks first.
+        second_checked.wait(timeout=1.0)
+        results.append(mark_processed_if_done(connection, event.log_id, ["a", "b"], NOW))
+        first_checked.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert sorted(results) == [False, True]
+    assert state_of(database_url, event.log_id) == "processed"
+
+
+def state_of(database_url: str, log_id: str) -> str:
+    """The event's recorded state."""
+    with transaction(database_url) as connection:
+        return str(connection.execute(select(Event.state).where(Event.log_id == log_id)).scalar_one())
