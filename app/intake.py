@@ -40,7 +40,8 @@ class Intake:
     accepted: list[AcceptedEvent] = field(default_factory=list)
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     filtered: Counter[str] = field(default_factory=Counter)
-    duplicates: int = 0
+    #: Records repeating a log_id seen earlier in the request, by event type.
+    duplicates: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> dict[str, int]:
         """Return the counts the receiver answers with."""
@@ -49,18 +50,41 @@ class Intake:
             "accepted": len(self.accepted),
             "filtered": sum(self.filtered.values()),
             "quarantined": len(self.quarantined),
-            "duplicates": self.duplicates,
+            "duplicates": sum(self.duplicates.values()),
         }
 
 
-def sort_records(records: list[Any], routes: RouteTable) -> Intake:
+@dataclass
+class BatchCounts:
+    """A request's counts added up over the slices a large body is handled in (the response's body)."""
+
+    received: int = 0
+    accepted: int = 0
+    filtered: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+
+    def add(self, intake: Intake) -> None:
+        """Add one slice's counts."""
+        for name, count in intake.summary().items():
+            setattr(self, name, getattr(self, name) + count)
+
+    def summary(self) -> dict[str, int]:
+        """Return the counts the receiver answers with."""
+        return dict(vars(self))
+
+
+def sort_records(
+    records: list[Any], routes: RouteTable, seen: set[str] | None = None, first_index: int = 0
+) -> Intake:
     """Validate, filter and route each record; never raises for bad records, it quarantines them.
 
-    A log_id seen earlier in the same request counts as a duplicate and is published once.
+    A log_id in ``seen`` (the log_ids accepted earlier in the same request, updated here) counts as a
+    duplicate and is published once. ``first_index`` is the position of ``records[0]`` in the request.
     """
     intake = Intake(received=len(records))
-    seen: set[str] = set()
-    for index, record in enumerate(records):
+    seen = set() if seen is None else seen
+    for index, record in enumerate(records, start=first_index):
         try:
             envelope = normalize_record(record)
         except InvalidRecord as exc:
@@ -71,7 +95,7 @@ def sort_records(records: list[Any], routes: RouteTable) -> Intake:
         if queue is None:
             intake.filtered[event_type] += 1
         elif log_id in seen:
-            intake.duplicates += 1
+            intake.duplicates[event_type] += 1
         else:
             seen.add(log_id)
             intake.accepted.append(AcceptedEvent(log_id, event_type, queue, envelope))

@@ -34,7 +34,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from app.intake import Intake
 from tasks.broker_status import queue_state
 from tasks.celery_app import app as celery_app
-from tasks.events import InvalidRecord, normalize_record
 from tasks.metrics import DIR_VARIABLE, event_type_label
 from tasks.topology import dead_letter_queue, quarantine_queue, work_queue
 
@@ -84,29 +83,22 @@ HTTP_REQUEST_DURATION = Histogram(
 )
 
 
-def count_batch(records: Sequence[Any], intake: Intake) -> None:
-    """Count a batch the broker confirmed: each record once, by its type and where it went."""
-    BATCH_RECORDS.observe(len(records))
-    accepted = Tally(event.event_type for event in intake.accepted)
-    valid = Tally(code for code in map(_valid_type, records) if code is not None)
+def count_records(intake: Intake) -> None:
+    """Count the records of a slice of a batch the broker confirmed, by their type and where they went."""
     tallies: dict[str, Tally[str]] = {
-        "accepted": accepted,
+        "accepted": Tally(event.event_type for event in intake.accepted),
         "filtered": intake.filtered,
         "quarantined": Tally(_claimed_type(bad.record) for bad in intake.quarantined),
-        # Every valid record is accepted, filtered, or a repeat of a log_id seen earlier in the batch.
-        "duplicate": valid - accepted - intake.filtered,
+        "duplicate": intake.duplicates,
     }
     for outcome, tally in tallies.items():
         for code, count in tally.items():
             RECORDS.labels(event_type_label(code), outcome).inc(count)
 
 
-def _valid_type(record: Any) -> str | None:
-    try:
-        code: str = normalize_record(record)["data"]["type"]
-    except InvalidRecord:
-        return None
-    return code
+def observe_batch_size(records: int) -> None:
+    """Count a batch the broker confirmed by its number of records."""
+    BATCH_RECORDS.observe(records)
 
 
 def _claimed_type(record: Any) -> str:

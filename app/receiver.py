@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
 from app import metrics
 from app.auth import is_authorized
 from app.errors import BrokerUnavailable, Unauthorized, UnparsableBody
-from app.intake import Intake, sort_records
-from app.payload import PayloadError, parse_body
+from app.intake import BatchCounts, Intake, sort_records
+from app.payload import PayloadError, decode_body, iter_records
 from app.publisher import EventPublisher, PublishError
 from tasks.routing import RouteTable
 from tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+#: Bodies larger than this are handled in slices of SLICE_RECORDS records, which keeps a receiver process
+#: near its usual memory even for a body at AUTH0_EVENTS_MAX_BODY_BYTES (BENCHMARKS.md, memory).
+SLICE_ABOVE_BYTES = 1024 * 1024
+SLICE_RECORDS = 1000
 
 
 @dataclass
@@ -32,21 +40,40 @@ class Receiver:
         if not is_authorized(authorization, self.settings.log_stream_tokens):
             raise Unauthorized("missing or wrong log stream token in the Authorization header")
 
-    def receive(self, body: bytes, request_id: str) -> Intake:
-        """Parse, sort and publish a batch; return where each record went.
+    def receive(self, body: bytes, request_id: str) -> BatchCounts:
+        """Parse, sort and publish a batch; return how many records went where.
 
-        Raises UnparsableBody (nothing is published) or BrokerUnavailable (Auth0 must re-send).
+        A body over SLICE_ABOVE_BYTES is read through once (so nothing of a malformed body is published)
+        and then handled SLICE_RECORDS records at a time, so its records never all exist as Python
+        objects at once. Raises UnparsableBody (nothing is published) or BrokerUnavailable (Auth0 must
+        re-send; what was confirmed before is a duplicate the workers' ledger skips).
         """
+        totals = BatchCounts()
+        seen: set[str] = set()
+        for records in self._record_slices(body):
+            intake = sort_records(records, self.routes, seen, first_index=totals.received)
+            if intake.accepted or intake.quarantined:
+                self._publish(intake, request_id)
+            metrics.count_records(intake)
+            log_intake(intake, request_id)
+            totals.add(intake)
+        metrics.observe_batch_size(totals.received)
+        logger.info("received batch request_id=%s %s", request_id, totals.summary(), extra=totals.summary())
+        return totals
+
+    def _record_slices(self, body: bytes) -> Iterator[list[Any]]:
         try:
-            records = parse_body(body)
+            text = decode_body(body)
+            if len(body) <= SLICE_ABOVE_BYTES:
+                yield list(iter_records(text))
+                return
+            for _ in iter_records(text):
+                pass
         except PayloadError as exc:
             raise UnparsableBody(str(exc), line=exc.line, column=exc.column) from exc
-        intake = sort_records(records, self.routes)
-        if intake.accepted or intake.quarantined:
-            self._publish(intake, request_id)
-        metrics.count_batch(records, intake)
-        log_intake(intake, request_id)
-        return intake
+        records = iter_records(text)
+        while chunk := list(islice(records, SLICE_RECORDS)):
+            yield chunk
 
     def _publish(self, intake: Intake, request_id: str) -> None:
         try:
@@ -66,7 +93,7 @@ class Receiver:
 
 
 def log_intake(intake: Intake, request_id: str) -> None:
-    """One line per accepted event and per quarantined record, then the batch's counts.
+    """One line per accepted event and per quarantined record.
 
     The accepted line's task_id is the one the worker's lines carry, so one log_id can be followed from
     the request that brought it to every handler that ran for it.
@@ -93,4 +120,3 @@ def log_intake(intake: Intake, request_id: str) -> None:
             bad.reason,
             extra={"reason": bad.reason, "queue": "auth0.quarantine"},
         )
-    logger.info("received batch request_id=%s %s", request_id, intake.summary(), extra=intake.summary())

@@ -719,7 +719,7 @@ class _Run:
         summary = self.summary
         summary.pages += 1
         summary.logs_read += len(logs)
-        summary.duplicates += len(logs) - len(fresh) + intake.duplicates
+        summary.duplicates += len(logs) - len(fresh) + sum(intake.duplicates.values())
         summary.published += len(intake.accepted)
         summary.filtered += sum(intake.filtered.values())
         summary.quarantined += len(intake.quarantined)

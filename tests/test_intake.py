@@ -103,7 +103,7 @@ def test_duplicate_log_id_in_a_batch_is_published_once() -> None:
     intake = sort_records([first, record("f", "2"), again, record("s", "1")], ROUTES)
     assert [event.log_id for event in intake.accepted] == ["1", "2"]
     assert intake.accepted[0].record == first
-    assert intake.duplicates == 2
+    assert sum(intake.duplicates.values()) == 2
     assert intake.summary() == {
         "received": 4,
         "accepted": 2,
@@ -117,7 +117,7 @@ def test_duplicates_of_filtered_records_count_as_filtered() -> None:
     """A filtered record repeated in the batch is counted as filtered each time, not as a duplicate."""
     intake = sort_records([record("ss", "1"), record("ss", "1")], ROUTES)
     assert intake.filtered == Counter({"ss": 2})
-    assert intake.duplicates == 0
+    assert sum(intake.duplicates.values()) == 0
     _assert_each_counted_once(intake)
 
 
@@ -127,14 +127,14 @@ def test_duplicate_of_a_quarantined_record_is_not_a_duplicate() -> None:
     intake = sort_records([invalid, record("s", "1")], ROUTES)
     assert len(intake.quarantined) == 1
     assert [event.log_id for event in intake.accepted] == ["1"]
-    assert intake.duplicates == 0
+    assert sum(intake.duplicates.values()) == 0
 
 
 def test_bare_and_envelope_forms_of_one_log_id_are_duplicates() -> None:
     """The same log_id in bare and envelope form is one event."""
     intake = sort_records([{"type": "s", "log_id": "9"}, record("s", "9")], ROUTES)
     assert len(intake.accepted) == 1
-    assert intake.duplicates == 1
+    assert sum(intake.duplicates.values()) == 1
 
 
 def test_catch_all_accepts_unknown_codes() -> None:

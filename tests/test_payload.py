@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.payload import PayloadError, parse_body
+from app.payload import PayloadError, iter_records, parse_body
 
 A = {"log_id": "900a", "data": {"type": "s", "log_id": "900a"}}
 B = {"log_id": "900b", "data": {"type": "fp", "log_id": "900b"}}
@@ -100,6 +100,11 @@ def test_empty_or_whitespace_body_is_rejected(body: bytes) -> None:
         pytest.param(b'{"a": 1}\nnot json', "Expecting value", 2, 1, id="garbage-line"),
         pytest.param(b'{"a": 1}x', "Expecting value", 1, 9, id="garbage-after-object"),
         pytest.param(b'{"a": "unterminated}', "Unterminated string starting at", 1, 7, id="string"),
+        pytest.param(b'[{"a": 1}\n {"b": 2}]', "Expecting ',' delimiter", 2, 2, id="array-missing-comma"),
+        pytest.param(b'[{"a": 1},\n]', "Expecting value", 2, 1, id="array-trailing-comma"),
+        pytest.param(b'[{"a": 1}', "Expecting ',' delimiter", 1, 10, id="array-unterminated"),
+        pytest.param(b"[", "Expecting value", 1, 2, id="array-only-bracket"),
+        pytest.param(b'[{"a": 1}]\n[{"b": }]', "Expecting value", 2, 8, id="second-array-item"),
     ],
 )
 def test_malformed_json_says_where(body: bytes, reason: str, line: int, column: int) -> None:
@@ -165,3 +170,27 @@ def test_non_utf8_byte_offset_counts_the_bom() -> None:
     with pytest.raises(PayloadError) as caught:
         parse_body(body)
     assert caught.value.reason == "body is not UTF-8 (byte 10)"
+
+
+@pytest.mark.parametrize(
+    "body", [b'[{"a": 1}\n {"b": 2}]', b'[{"a": 1},\n]', b'[{"a": 1}', b"[", b"[1, [2, 3}"]
+)
+def test_array_errors_match_the_standard_decoder(body: bytes) -> None:
+    """Arrays are read item by item, with the same reason and position json.loads reports."""
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(body)
+    with pytest.raises(PayloadError) as caught:
+        parse_body(body)
+    assert (caught.value.reason, caught.value.line, caught.value.column) == (
+        expected.value.msg,
+        expected.value.lineno,
+        expected.value.colno,
+    )
+
+
+def test_iter_records_reads_an_array_item_by_item() -> None:
+    """The items before a malformed one are yielded before the error: the array is not parsed whole."""
+    records = iter_records('[{"a": 1}, {"b": 2}, {"c": ')
+    assert [next(records), next(records)] == [{"a": 1}, {"b": 2}]
+    with pytest.raises(PayloadError, match="Expecting value"):
+        next(records)

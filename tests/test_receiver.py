@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from app.metrics import REGISTRY
+from app.receiver import SLICE_ABOVE_BYTES
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, make_record, take_messages, task_kwargs
 
@@ -200,3 +202,51 @@ def test_filtered_only_batch_is_answered_without_publishing(make_app: Any) -> No
     response = client.post("/webhooks/auth0", data=as_jsonl([make_record("w")]), headers=AUTH)
     assert response.status_code == 202
     assert response.json["filtered"] == 1
+
+
+def publishes_so_far() -> float:
+    """How many publish-and-confirm rounds this process's receivers have completed."""
+    value = REGISTRY.get_sample_value("auth0_events_publish_duration_seconds_count", {"outcome": "confirmed"})
+    return value or 0.0
+
+
+def test_large_body_is_published_in_slices_counting_across_them(
+    make_app: Any, broker: Any, prefix: str
+) -> None:
+    """A body over 1 MiB is handled 1,000 records at a time; duplicates and indexes span the slices."""
+    client = make_app(routes=f"s={prefix}.logins").test_client()
+    take_messages(broker, "auth0.quarantine")
+    records: list[Any] = [make_record("s", description="x" * 400) for _ in range(2500)]
+    records[1500] = {"log_id": "900bad2", "data": {"date": "2026-11-26T08:25:14Z"}}
+    records[2200] = records[10]  # the same event again, two slices later
+    body = json.dumps(records).encode()
+    assert len(body) > SLICE_ABOVE_BYTES
+    before = publishes_so_far()
+    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    assert response.status_code == 202
+    assert response.json == {
+        "received": 2500,
+        "accepted": 2498,
+        "filtered": 0,
+        "quarantined": 1,
+        "duplicates": 1,
+    }
+    assert publishes_so_far() - before == 3
+    expected = [r["log_id"] for i, r in enumerate(records) if i not in (1500, 2200)]
+    assert log_ids(broker, f"{prefix}.logins") == expected
+    [quarantined] = [message.decode() for message in take_messages(broker, "auth0.quarantine")]
+    assert (quarantined["record"], quarantined["index"]) == (records[1500], 1500)
+
+
+def test_large_body_malformed_near_its_end_is_400_and_enqueues_nothing(
+    make_app: Any, broker: Any, prefix: str
+) -> None:
+    """A body handled in slices is read through first: an error in its last record publishes nothing."""
+    client = make_app(routes=f"s={prefix}.logins").test_client()
+    records = [make_record("s", description="x" * 400) for _ in range(2500)]
+    body = as_jsonl(records) + b'\n{"log_id": "1", "data": {"type": "s",}}'
+    assert len(body) > SLICE_ABOVE_BYTES
+    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    assert response.status_code == 400
+    assert (response.json["line"], response.json["column"]) == (2501, 38)
+    assert take_messages(broker, f"{prefix}.logins") == []
