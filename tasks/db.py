@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tasks.settings import get_settings
@@ -34,12 +36,38 @@ def make_engine(url: str) -> Engine:
     """Create an engine for ``url``; SQLite files get WAL mode and a busy timeout."""
     url = normalize_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+        engine = create_engine(url, pool_size=2, max_overflow=2)
+        event.listen(engine, "checkin", _note_checkin)
+        event.listen(engine, "checkout", _ping_if_idle)
+        return engine
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_pragmas)
     # pysqlite's own transaction handling would defer BEGIN; issue it ourselves (see _sqlite_begin).
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+# SQLAlchemy's pool_pre_ping pings on every checkout: a round trip per transaction, 18% of a worker's time
+# per event on PostgreSQL (BENCHMARKS.md). A connection used within the last PING_IDLE_SECONDS is used
+# without one; the rare one that died meanwhile (a database restart then) fails its statement, the pool
+# is invalidated, and the task is retried like any other transient database error.
+PING_IDLE_SECONDS = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Ping a connection idle for a while; raising DisconnectionError makes the pool take a fresh one."""
+    if time.monotonic() - record.info.get("checked_in_at", float("-inf")) < PING_IDLE_SECONDS:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except Exception as exc:  # noqa: BLE001 - any failure of a ping means the connection is unusable
+        raise DisconnectionError(f"database connection failed its ping: {exc}") from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,49 @@
+"""Database connections: a PostgreSQL connection that died while idle in the pool is replaced, not used."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tasks import db
+from tests.conftest import POSTGRES_ADMIN_URL
+
+
+def backend_pid(url: str) -> int:
+    """The server process behind the connection the pool hands out next."""
+    with db.transaction(url) as connection:
+        return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def terminate(pid: int) -> None:
+    """Kill one server process, as a database restart or an idle-connection reaper would."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    finally:
+        admin.dispose()
+
+
+def test_connection_killed_while_idle_is_replaced_on_checkout(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its server process is killed, the next transaction runs on a fresh connection, without error."""
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 0.0)  # every checkout counts as idle
+    db.dispose_engines()
+    first = backend_pid(postgres_url)
+    assert backend_pid(postgres_url) == first  # the pool reuses its connection
+    terminate(first)
+    assert backend_pid(postgres_url) != first
+
+
+def test_connection_used_just_now_is_not_pinged(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection checked in moments ago is handed out as it is: no ping round trip per transaction."""
+    monkeypatch.setattr(db, "PING_IDLE_SECONDS", 3600.0)
+    db.dispose_engines()
+    first = backend_pid(postgres_url)
+    terminate(first)
+    # Unpinged, the dead connection fails its statement; the pool is invalidated, and the next one works.
+    with pytest.raises(Exception, match="terminat|closed|connection"):
+        backend_pid(postgres_url)
+    assert backend_pid(postgres_url) != first
