@@ -303,30 +303,16 @@ def purge(broker_url: str, queue_names: Sequence[str]) -> int:
 @contextmanager
 def private_postgres() -> Iterator[str]:
     """A migrated PostgreSQL database of the run's own; dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from tasks.scratch_db import ScratchDatabaseError, scratch_postgres_database
 
-    from tasks.db import dispose_engines, upgrade
-
-    name = f"auth0_events_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        with scratch_postgres_database(POSTGRES_ADMIN_URL, "auth0_events_bench") as url:
+            yield url
+    except ScratchDatabaseError as exc:  # raised only while creating it, before the yield
         raise BenchError(
             f"PostgreSQL at {redact(POSTGRES_ADMIN_URL)} is not usable ({exc}); start it "
             "(scripts/ensure-postgres) or set AUTH0_EVENTS_BENCH_POSTGRES_URL"
         ) from exc
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 # -- processes --------------------------------------------------------------------------------------------

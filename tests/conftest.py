@@ -203,32 +203,18 @@ POSTGRES_ADMIN_URL = os.environ.get(
 @contextmanager
 def private_postgres_database() -> Iterator[str]:
     """Create a migrated PostgreSQL database of the caller's own; drop it afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from tasks.scratch_db import ScratchDatabaseError, scratch_postgres_database
 
-    from tasks.db import dispose_engines, upgrade
-
-    name = f"auth0_events_test_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        with scratch_postgres_database(POSTGRES_ADMIN_URL, "auth0_events_test") as url:
+            yield url
+    except ScratchDatabaseError as exc:  # raised only while creating it, before the yield
         pytest.fail(
             f"PostgreSQL at {POSTGRES_ADMIN_URL} is not usable ({exc}); start it with "
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set "
             "AUTH0_EVENTS_TEST_POSTGRES_URL",
             pytrace=False,
         )
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -47,3 +47,29 @@ def test_connection_used_just_now_is_not_pinged(postgres_url: str, monkeypatch: 
     with pytest.raises(Exception, match="terminat|closed|connection"):
         backend_pid(postgres_url)
     assert backend_pid(postgres_url) != first
+
+
+def test_scratch_database_on_an_unreachable_server_says_so() -> None:
+    """No server at the admin URL: ScratchDatabaseError with the driver's reason, nothing yielded."""
+    from tasks.scratch_db import ScratchDatabaseError, scratch_postgres_database
+
+    database = scratch_postgres_database("postgresql+psycopg://postgres@127.0.0.1:1/test", "unused")
+    with pytest.raises(ScratchDatabaseError, match="127.0.0.1"):
+        database.__enter__()
+
+
+def test_scratch_database_is_migrated_and_dropped_afterwards(postgres_url: str) -> None:
+    """The yielded database has the ledger's tables; after the block it no longer exists."""
+    from tasks.scratch_db import scratch_postgres_database
+
+    with scratch_postgres_database(POSTGRES_ADMIN_URL, "auth0_events_test_scratch") as url:
+        with db.transaction(url) as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM events").scalar_one() == 0
+        name = url.rsplit("/", 1)[1]
+    admin = create_engine(POSTGRES_ADMIN_URL)
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            assert exists.first() is None
+    finally:
+        admin.dispose()
