@@ -31,7 +31,7 @@ def _environment() -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("name", ["ingest", "end_to_end", "memory"])
+@pytest.mark.parametrize("name", ["ingest", "end_to_end", "memory", "confirms"])
 def test_quick_run_prints_the_machine_and_writes_its_json(name: str, tmp_path: Path) -> None:
     """``python -m bench.<name> --quick`` exits 0, names the machine and versions, and writes its figures."""
     result = subprocess.run(
