@@ -61,3 +61,16 @@ def test_quick_run_prints_the_machine_and_writes_its_json(name: str, tmp_path: P
 def test_results_directory_is_ignored_by_git() -> None:
     """The figures a run writes under bench/results/ are not committed by accident."""
     assert "bench/results/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+
+
+def test_memory_warm_up_lasts_until_the_task_time_limit_has_passed() -> None:
+    """The growth window starts once the first tasks' time-limit timers are due, or at 20% if later."""
+    from bench.memory import warm_up_end
+
+    # 100 events per second, the first processed at t=3; the time limit is 300 s.
+    samples = [{"t": float(t), "processed": max(0, (t - 2) * 100)} for t in range(0, 600)]
+    assert warm_up_end(samples, events=59_000, time_limit=300) == 30_100
+    assert warm_up_end(samples, events=200_000, time_limit=30) == 40_000  # 20% is later
+    # A soak too short to leave a window after the limit keeps the 20% (and says little about growth).
+    assert warm_up_end(samples, events=30_000, time_limit=300) == 6_000
+    assert warm_up_end([{"t": 0.0, "processed": 0}], events=1_000, time_limit=300) == 200
