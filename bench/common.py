@@ -170,6 +170,29 @@ def scratch_dir(logs: Path | None, label: str) -> Iterator[Path]:
         yield Path(directory)
 
 
+def run_benchmark(name: str, args: Any, run: Callable[[Path], dict[str, Any]]) -> int:
+    """Run ``run`` in a scratch directory and write its payload as JSON, naming the command that made it.
+
+    Returns the exit code: 0 when it ran (targets missed are reported, not an error), 1 after a BenchError.
+    """
+    try:
+        with scratch_dir(args.logs, name) as scratch:
+            payload = run(scratch)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    command = f"python -m bench.{name}" + (" --quick" if args.quick else "")
+    payload = {"benchmark": name, "command": command, "arguments": " ".join(sys.argv[1:]), **payload}
+    write_results(name, payload, args.results_dir, args.quick)
+    return 0
+
+
+def print_targets(targets: dict[str, bool]) -> None:
+    """One line per target: met or MISSED."""
+    for name, met in targets.items():
+        print(f"  target {name}: {'met' if met else 'MISSED'}")
+
+
 def write_results(name: str, payload: dict[str, Any], results_dir: Path, quick: bool) -> Path:
     """Write ``payload`` as ``<results_dir>/<name>[-quick].json`` and say where."""
     results_dir.mkdir(parents=True, exist_ok=True)

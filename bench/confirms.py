@@ -31,8 +31,9 @@ from bench.common import (
     parser,
     percentiles,
     print_machine,
+    print_targets,
     private_vhost,
-    write_results,
+    run_benchmark,
 )
 
 BATCH = 100
@@ -51,14 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = options.parse_args(argv)
     batches = args.batches or (40 if args.quick else 300)
     rounds = args.rounds or (1 if args.quick else 2)
-    try:
-        payload = run(args.rate, batches, rounds)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    payload["command"] = "python -m bench.confirms" + (" --quick" if args.quick else "")
-    write_results("confirms", payload, args.results_dir, args.quick)
-    return 0
+    return run_benchmark("confirms", args, lambda _scratch: run(args.rate, batches, rounds))
 
 
 def run(rate: float, batches: int, rounds: int) -> dict[str, Any]:
@@ -82,8 +76,7 @@ def run(rate: float, batches: int, rounds: int) -> dict[str, Any]:
     }
     for version in VERSIONS:
         print(f"CQ v{version}, all rounds: {describe(results[f'v{version}'])}")
-    for name, met in targets.items():
-        print(f"  target {name}: {'met' if met else 'MISSED'}")
+    print_targets(targets)
     return {
         "benchmark": "confirms",
         "machine": info,

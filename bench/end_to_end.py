@@ -46,16 +46,16 @@ from bench.common import (
     parser,
     percentiles,
     print_machine,
+    print_targets,
     private_postgres,
     private_vhost,
+    run_benchmark,
     sample_records,
-    scratch_dir,
     start_web,
     start_workers,
     stop_all,
     web_command,
     worker_commands,
-    write_results,
 )
 
 BATCH = 100
@@ -285,14 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = options.parse_args(argv)
     events = args.events or (300 if args.quick else 12_000)
-    try:
-        with scratch_dir(args.logs, "e2e") as scratch:
-            payload = run(args, scratch, events)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    write_results("end_to_end", payload, args.results_dir, args.quick)
-    return 0
+    return run_benchmark("end_to_end", args, lambda scratch: run(args, scratch, events))
 
 
 def run(args: Any, scratch: Path, events: int) -> dict[str, Any]:
@@ -405,13 +398,10 @@ def report(info: dict[str, Any], args: Any, phases: list[dict[str, Any]], events
     print()
     for name, ratio in ratios.items():
         print(f"ratio {name} / bare Celery = {ratio:.2f}")
-    for name, met in targets.items():
-        print(f"  target {name}: {'met' if met else 'MISSED'}")
+    print_targets(targets)
     print(f"peak RSS: receiver {web_rss:.0f} MiB per process, worker {worker_rss:.0f} MiB per process")
     return {
         "benchmark": "end_to_end",
-        "command": "python -m bench.end_to_end" + (" --quick" if args.quick else ""),
-        "arguments": " ".join(sys.argv[1:]),
         "machine": info,
         "settings": {
             "events_per_phase": phases[0]["events"],

@@ -52,13 +52,13 @@ from bench.common import (
     parser,
     percentiles,
     print_machine,
+    print_targets,
     private_vhost,
     purge,
+    run_benchmark,
     sample_records,
-    scratch_dir,
     start_web,
     web_command,
-    write_results,
 )
 
 BATCH = 100
@@ -312,14 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     duration = args.duration or (2.0 if args.quick else 12.0)
     rounds = args.rounds or (1 if args.quick else 3)
     concurrency = args.concurrency or 2 * args.processes
-    try:
-        with scratch_dir(args.logs, "ingest") as scratch:
-            payload = run(args, scratch, duration, rounds, concurrency)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    write_results("ingest", payload, args.results_dir, args.quick)
-    return 0
+    return run_benchmark("ingest", args, lambda scratch: run(args, scratch, duration, rounds, concurrency))
 
 
 def run(args: Any, scratch: Path, duration: float, rounds: int, concurrency: int) -> dict[str, Any]:
@@ -453,12 +446,9 @@ def report(
         f"ratios (median of the rounds'): ours/A = {ratio_a:.2f} ({rounds_a}), "
         f"ours/B = {ratio_b:.2f} ({rounds_b}); receiver peak RSS {rss:.0f} MiB per process"
     )
-    for name, met in targets.items():
-        print(f"  target {name}: {'met' if met else 'MISSED'}")
+    print_targets(targets)
     return {
         "benchmark": "ingest",
-        "command": "python -m bench.ingest" + (" --quick" if args.quick else ""),
-        "arguments": " ".join(sys.argv[1:]),
         "machine": info,
         "settings": {
             "publishing_processes": args.processes,

@@ -43,18 +43,18 @@ from bench.common import (
     parser,
     percentiles,
     print_machine,
+    print_targets,
     private_postgres,
     private_vhost,
     purge,
     rss_mib,
+    run_benchmark,
     sample_records,
-    scratch_dir,
     slope,
     start_web,
     start_workers,
     stop_all,
     web_command,
-    write_results,
 )
 from bench.end_to_end import ledger_processed, ledger_states
 
@@ -289,14 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 200,000 rather than 100,000: at 300+ events/s the latter ends inside the first 300 s (the task time
     # limit), the consumer's warm-up, and leaves no window to measure growth in (see warm_up_end).
     events = args.events or (1000 if args.quick else 200_000)
-    try:
-        with scratch_dir(args.logs, "memory") as scratch:
-            payload = run(args, scratch, events)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    write_results("memory", payload, args.results_dir, args.quick)
-    return 0
+    return run_benchmark("memory", args, lambda scratch: run(args, scratch, events))
 
 
 def run(args: Any, scratch: Path, events: int) -> dict[str, Any]:
@@ -424,12 +417,9 @@ def report(
     print(f"peak RSS: receiver {receiver_peak:.0f} MiB per process, worker {worker_peak:.0f} MiB per process")
     if args.quick:
         print("(--quick: too few events for the growth figures to mean much)")
-    for name, met in targets.items():
-        print(f"  target {name}: {'met' if met else 'MISSED'}")
+    print_targets(targets)
     return {
         "benchmark": "memory",
-        "command": "python -m bench.memory" + (" --quick" if args.quick else ""),
-        "arguments": " ".join(sys.argv[1:]),
         "machine": info,
         "settings": {
             "soak_events": events,
