@@ -47,7 +47,6 @@ class _Statements:
     mark_processed: Update
     set_outcome: Update
     release: Delete
-    done_handlers: Select[Any]
 
 
 @cache
@@ -98,9 +97,6 @@ def _statements(dialect: str) -> _Statements:
             RUNS.c.log_id == bindparam("run_log_id"),
             RUNS.c.task_id == bindparam("run_task_id"),
             RUNS.c.state == "claimed",
-        ),
-        done_handlers=select(RUNS.c.handler).where(
-            RUNS.c.log_id == bindparam("run_log_id"), RUNS.c.state == "done"
         ),
     )
 
@@ -199,8 +195,3 @@ def mark_done(connection: Connection, log_id: str, handler: str, task_id: str, n
 def release_claims(connection: Connection, log_id: str, task_id: str) -> None:
     """Drop the unfinished claims of a task that gives up, so a later delivery may run those handlers."""
     connection.execute(_sql(connection).release, {"run_log_id": log_id, "run_task_id": task_id})
-
-
-def done_handlers(connection: Connection, log_id: str) -> set[str]:
-    """The handlers whose effect for ``log_id`` is recorded as done."""
-    return set(connection.execute(_sql(connection).done_handlers, {"run_log_id": log_id}).scalars())
