@@ -5,8 +5,10 @@ rel="next"`` URL, until an empty page (shared/reference/auth0.md §3). Each page
 receiver's filter, routing and confirmed publishing; only then is its last log_id saved as the tenant's
 checkpoint, so a run stopped at any point resumes with the first page that was not confirmed.
 
-The token comes from auth0-python's ``GetToken`` (requests; trusts ``REQUESTS_CA_BUNDLE``), the pages
-from httpx (trusts ``SSL_CERT_FILE``): the SDK's ``logs.list`` cannot read checkpoint responses (§4).
+The token (client-credentials grant) and the pages both come through one httpx client (trusts
+``SSL_CERT_FILE``): the SDK's ``logs.list`` cannot read checkpoint responses (§4), and its ``GetToken``
+posts through ``requests`` with redirects always followed, which would re-send the client secret to
+wherever a 307/308 points. No redirect is followed: an answer 3xx stops the run with the reason.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
-import requests
-from auth0.authentication import GetToken
-from auth0.authentication.exceptions import Auth0Error, RateLimitError
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,6 +33,7 @@ from tasks.models import BackfillCheckpoint, Event, utcnow
 from tasks.routing import RouteTable
 
 LOGS_PATH = "/api/v2/logs"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path, not a secret
 MAX_TAKE = 100  # "retrieve up to 100 logs per request"
 DEFAULT_RATE = 2.0  # requests/s: the Free plan's Management API limit
 HTTP_TIMEOUT_SECONDS = 30.0
@@ -46,6 +46,10 @@ READ_LOGS_HINT = (
 CREDENTIALS_HINT = (
     "check AUTH0_CLIENT_ID and AUTH0_CLIENT_SECRET, and that the application is authorized for the "
     "Auth0 Management API of AUTH0_DOMAIN"
+)
+REDIRECT_HINT = (
+    "not followed, as it would carry the client secret or the access token to another address; set "
+    "AUTH0_DOMAIN to the tenant's own domain (e.g. tenant.eu.auth0.com)"
 )
 
 T = TypeVar("T")
@@ -200,9 +204,14 @@ class TokenSource:
     """A Management API token from the client-credentials grant, kept until shortly before it expires."""
 
     def __init__(
-        self, credentials: Credentials, stats: ClientStats, clock: Callable[[], float] = time.time
+        self,
+        credentials: Credentials,
+        http: httpx.Client,
+        stats: ClientStats,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._credentials = credentials
+        self._http = http
         self._stats = stats
         self._clock = clock
         self._token: str | None = None
@@ -229,34 +238,52 @@ class TokenSource:
         return renew
 
     def _fetch(self) -> tuple[str, float]:
-        domain = self._credentials.domain
+        # Hand-written rather than auth0-python's GetToken, which follows redirects with the secret.
+        url = self._credentials.base_url + TOKEN_PATH
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._credentials.client_id,
+            "client_secret": self._credentials.client_secret,
+            "audience": self._credentials.audience,
+        }
         self._stats.token_requests += 1
         try:
-            answer = GetToken(
-                domain,
-                self._credentials.client_id,
-                client_secret=self._credentials.client_secret,
-                timeout=HTTP_TIMEOUT_SECONDS,
-            ).client_credentials(audience=self._credentials.audience)
-        except RateLimitError as exc:
-            reset = float(exc.reset_at) if exc.reset_at > 0 else None
-            raise _RateLimited(f"token endpoint: {exc.error_code}: {exc.message}", reset) from exc
-        except Auth0Error as exc:
-            raise _token_failure(domain, exc) from exc
-        except requests.RequestException as exc:
-            raise _Transient(f"token endpoint https://{domain}/oauth/token: {_describe(exc)}") from exc
+            response = self._http.post(url, data=form, follow_redirects=False)
+        except httpx.TransportError as exc:
+            raise _Transient(f"token endpoint {url}: {_describe(exc)}") from exc
+        refuse_redirect(response, f"the token endpoint {url}")
+        if response.status_code == 429:
+            raise _RateLimited(f"token endpoint: {_auth0_message(response)}", reset_time(response.headers))
+        if response.status_code >= 400:
+            raise _token_failure(url, response)
+        return _access_token(url, response)
+
+
+def _token_failure(url: str, response: httpx.Response) -> Exception:
+    said = f"HTTP {response.status_code}: {_auth0_message(response)}"
+    if response.status_code in (401, 403):
+        return AccessDenied(f"the token endpoint {url} refused ({said}): {CREDENTIALS_HINT}")
+    if response.status_code >= 500:
+        return _Transient(f"token endpoint {url} answered {said}")
+    return BackfillError(f"the token endpoint {url} answered {said}")
+
+
+def _access_token(url: str, response: httpx.Response) -> tuple[str, float]:
+    try:
+        answer = response.json()
         return str(answer["access_token"]), float(answer.get("expires_in", 86400))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BackfillError(f"the token endpoint {url} answered without an access_token") from exc
 
 
-def _token_failure(domain: str, exc: Auth0Error) -> Exception:
-    said = f"HTTP {exc.status_code}: {exc.error_code}: {exc.message}"
-    if exc.status_code in (401, 403):
-        return AccessDenied(
-            f"the token endpoint https://{domain}/oauth/token refused ({said}): {CREDENTIALS_HINT}"
+def refuse_redirect(response: httpx.Response, what: str) -> None:
+    """Raise BackfillError for a 3xx answer: following it would send the credentials elsewhere."""
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location")
+        target = response.url.join(location) if location else "(no Location header)"
+        raise BackfillError(
+            f"{what} answered HTTP {response.status_code} redirect to {target}: {REDIRECT_HINT}"
         )
-    if exc.status_code >= 500:
-        return _Transient(f"token endpoint https://{domain}/oauth/token answered {said}")
-    return BackfillError(f"the token endpoint https://{domain}/oauth/token answered {said}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -291,7 +318,7 @@ class LogsClient:
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
-        self._tokens = TokenSource(credentials, self.stats, clock)
+        self._tokens = TokenSource(credentials, http, self.stats, clock)
 
     def pages(self, after_log_id: str, take: int = MAX_TAKE) -> Iterator[list[Log]]:
         """Yield pages of logs after ``after_log_id`` in log_id order; the last one yielded is empty."""
@@ -341,7 +368,9 @@ class LogsClient:
         token = self._tokens.get()
         self.stats.requests += 1
         try:
-            response = self._http.get(url, headers={"Authorization": f"Bearer {token}"})
+            response = self._http.get(
+                url, headers={"Authorization": f"Bearer {token}"}, follow_redirects=False
+            )
         except httpx.TransportError as exc:
             raise _Transient(f"{self.credentials.domain}: {_describe(exc)}") from exc
         if response.status_code != 429:  # a 429's own reset is waited for by _after_rate_limit
@@ -351,6 +380,7 @@ class LogsClient:
         return response
 
     def _check(self, response: httpx.Response) -> None:
+        refuse_redirect(response, f"GET {_short(str(response.url))}")
         status = response.status_code
         if status < 400:
             return

@@ -2,13 +2,15 @@
 
 It answers the way Auth0 documents (client-credentials tokens, Bearer checks, scopes, Auth0-shaped JSON
 errors, 429 with x-ratelimit-* headers), behind a certificate from a throwaway CA (trustme) that clients
-trust through SSL_CERT_FILE (httpx) and REQUESTS_CA_BUNDLE (requests), so the code under test runs its
-production path: real TLS, real HTTP.
+trust through SSL_CERT_FILE (httpx), so the code under test runs its production path: real TLS, real HTTP.
 
 ``GET /api/v2/logs`` serves ``logs`` by checkpoint (``from``/``take``, ordered by log_id, with a
 ``Link: <…>; rel="next"`` header; an empty page links to its own URL) and by a date search
 (``q=date:[X TO *]``, ``sort``, ``page``, ``per_page``, at most 1,000 results), as
 shared/reference/auth0.md §3 describes.
+
+``redirect()`` makes it answer 307/308 to ``OtherOrigin``, a second HTTPS server on another port that
+trusts nothing and records whatever reaches it, so a test can show a secret or token never does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trustme
@@ -64,10 +66,40 @@ class _Programmed:
     body: Any
     reset_in: float | None
     after: int = 0  # matching requests still to let through before answering this
+    redirect_to: str | None = None  # an origin: answer a redirect to the same target there
+
+
+class _Serving:
+    """An HTTPS server on 127.0.0.1 in a thread of its own: started on entering, stopped on leaving."""
+
+    _server: _Server
+    _thread: threading.Thread
+
+    def _serve(self, ca: trustme.CA, name: str) -> None:
+        self._server = _https_server(ca, self)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._server.server_address[1])
+
+    def answer(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> Answer:
+        """Answer one request: (status, headers, JSON body or None)."""
+        raise NotImplementedError
 
 
 @dataclass
-class FakeAuth0:
+class FakeAuth0(_Serving):
     """Auth0's token endpoint and the two Management API calls, on https://127.0.0.1:<random port>.
 
     Writes its CA certificate to ``directory/ca.pem``; ``env()`` gives the variables a process needs to
@@ -91,31 +123,15 @@ class FakeAuth0:
         self._tokens: dict[str, frozenset[str]] = {}
         self._programmed: list[_Programmed] = []
         self._window = (-1, 0)  # (window number, requests counted in it) for logs_limit
-        ca = trustme.CA()
+        self._ca = trustme.CA()
         self.ca_file = self.directory / "ca.pem"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-auth0", daemon=True)
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    def __enter__(self) -> FakeAuth0:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        self._serve(self._ca, "fake-auth0")
 
     @property
     def domain(self) -> str:
         """What AUTH0_DOMAIN is set to: https://<domain>/oauth/token and https://<domain>/api/v2/."""
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
     def env(self, *, client_secret: str | None = None) -> dict[str, str]:
         """The environment a process needs to use this fake as its Auth0 tenant."""
@@ -178,6 +194,15 @@ class FakeAuth0:
         body = {"statusCode": status, "error": phrase, "message": f"{phrase} (programmed by the test)"}
         self._program(times, _Programmed(path, status, body, None, after))
 
+    def redirect(self, origin: str, path: str, status: int = 307, times: int = 1) -> None:
+        """Answer the next ``times`` requests under ``path`` with a ``status`` redirect to ``origin``."""
+        body = {"statusCode": status, "message": f"moved to {origin} (programmed by the test)"}
+        self._program(times, _Programmed(path, status, body, None, redirect_to=origin))
+
+    def other_origin(self) -> OtherOrigin:
+        """A second HTTPS server on another port, with a certificate from this fake's CA (not started)."""
+        return OtherOrigin(self._ca)
+
     def revoke_tokens(self) -> None:
         """Make every issued token invalid, as a revoked grant or a rotated signing key does."""
         with self._lock:
@@ -238,7 +263,7 @@ class FakeAuth0:
             programmed.after -= 1
         elif programmed is not None:
             self._programmed.remove(programmed)
-            return self._programmed_answer(programmed)
+            return self._programmed_answer(programmed, target)
         if (method, path) == ("POST", "/oauth/token"):
             return self._token(body)
         if not path.startswith("/api/v2/"):
@@ -255,7 +280,9 @@ class FakeAuth0:
             return self._assign_roles(scopes, parts[1], body)
         return _api_error(404, "Not Found", "Not Found")
 
-    def _programmed_answer(self, programmed: _Programmed) -> Answer:
+    def _programmed_answer(self, programmed: _Programmed, target: str) -> Answer:
+        if programmed.redirect_to is not None:
+            return programmed.status, {"Location": programmed.redirect_to + target}, programmed.body
         if programmed.reset_in is None:
             return programmed.status, {}, programmed.body
         reset = math.ceil(time.time() + programmed.reset_in)
@@ -383,10 +410,64 @@ class FakeAuth0:
         return 200, {}, items
 
 
+@dataclass(frozen=True)
+class Received:
+    """One request that reached the other origin, as it arrived."""
+
+    method: str
+    target: str
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+
+class OtherOrigin(_Serving):
+    """An HTTPS server at another origin that records every request and answers 200 with a token-like body.
+
+    The answer would satisfy a client that followed a redirect here (a token response, a user), so a test
+    sees the difference between "refused to follow" and "followed and believed the answer".
+    """
+
+    def __init__(self, ca: trustme.CA) -> None:
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._serve(ca, "other-origin")
+
+    @property
+    def origin(self) -> str:
+        """https://127.0.0.1:<its port>: another origin than the fake tenant's."""
+        return f"https://127.0.0.1:{self.port}"
+
+    def answer(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> Answer:
+        """Record the request; answer as a compliant Auth0 would (a token, a user), to tempt the client."""
+        with self._lock:
+            self.received.append(Received(method, raw_path, headers, raw_body))
+        body = {"access_token": "token-from-the-other-origin", "token_type": "Bearer", "expires_in": 86400}
+        return 200, {}, {**body, "user_id": "auth0|other", "blocked": True}
+
+    def saw(self, secret: str) -> bool:
+        """Whether ``secret`` arrived in any request line, header or body."""
+        with self._lock:
+            return any(
+                secret in request.target
+                or any(secret in value for value in request.headers.values())
+                or secret.encode() in request.body
+                for request in self.received
+            )
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a client's idle keep-alive connection must not hold up stopping the fake
-    fake: FakeAuth0
+    fake: _Serving
+
+
+def _https_server(ca: trustme.CA, answering: _Serving) -> _Server:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.fake = answering
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
 
 
 class _Handler(BaseHTTPRequestHandler):

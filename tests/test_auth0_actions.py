@@ -209,6 +209,27 @@ def test_event_without_user_id_is_permanent(fake: FakeAuth0, user_id: str | None
     assert fake.calls == []
 
 
+@pytest.mark.usefixtures("configure")
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [(USER_PATH, 307), (USER_PATH, 308), ("/oauth/token", 307)],
+    ids=["patch-307", "patch-308", "token-307"],
+)
+def test_redirect_to_another_origin_is_permanent_and_not_followed(
+    fake: FakeAuth0, path: str, status: int
+) -> None:
+    """A 307/308 elsewhere from the Management API or token endpoint: PermanentError, nothing sent there."""
+    with fake.other_origin() as other:
+        fake.redirect(other.origin, path, status)
+        with pytest.raises(PermanentError) as raised:
+            block_breached_user(event("pwd_leak"))
+    assert other.received == []
+    [redirected] = [call for call in fake.calls if call.status == status]
+    assert f"HTTP {status} redirect to {other.origin}{redirected.target}" in str(raised.value)
+    assert "not followed" in str(raised.value)
+    assert "blocked" not in fake.users[USER]
+
+
 def test_unreachable_auth0_is_retryable(configure: Any) -> None:
     """Connection refused: RetryableError (a transport error, not a verdict on the event)."""
     with socket.socket() as probe:  # a port that was free a moment ago, so nothing listens on it
@@ -318,6 +339,28 @@ def test_worker_blocks_user_once_after_rate_limit(
     assert second.at >= reset - 0.25, "the retry came before Auth0's reset time"
     assert fake.users[USER]["blocked"] is True
     assert f"retrying event log_id={record['log_id']} type=pwd_leak" in worker.log_text()
+
+
+@pytest.mark.worker
+def test_worker_dead_letters_a_redirected_block_instead_of_reporting_it_done(
+    worker: Any, fake: FakeAuth0, make_app: Any, routes: str, queues: tuple[str, str], broker: Any
+) -> None:
+    """pwd_leak whose PATCH is redirected to another origin: dead-lettered with the reason, not done."""
+    with fake.other_origin() as other:
+        fake.redirect(other.origin, USER_PATH)
+        record = make_record("pwd_leak", user_id=USER)
+        post(make_app, routes, record)
+        [message] = wait_for(lambda: take_messages(broker, f"{queues[0]}.dlq"), 30, 0.2, "the DLQ message")
+    assert task_kwargs(message)["log_id"] == record["log_id"]
+    assert other.received == []
+    assert "blocked" not in fake.users[USER]
+    line = next(
+        line
+        for line in worker.log_text().splitlines()
+        if f"dead-lettering event log_id={record['log_id']}" in line
+    )
+    [redirected] = fake.calls_to("PATCH", USER_PATH)
+    assert f"HTTP 307 redirect to {other.origin}{redirected.target}" in line
 
 
 @pytest.mark.worker

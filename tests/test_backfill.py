@@ -1,8 +1,8 @@
 """`auth0-events backfill` against a local HTTPS Management API: paging, rate limits, resume, the ledger.
 
 The command runs as operators run it: the console script in a subprocess, trusting the fake's CA through
-SSL_CERT_FILE (httpx, the pages) and REQUESTS_CA_BUNDLE (requests, auth0-python's token call), publishing
-to the real RabbitMQ, with a migrated database of the test's own.
+SSL_CERT_FILE (httpx, the token and the pages), publishing to the real RabbitMQ, with a migrated database
+of the test's own.
 """
 
 from __future__ import annotations
@@ -93,7 +93,6 @@ def backfill(fake: FakeAuth0, routes: str, sqlite_url: str) -> Callable[..., Run
         environment = {
             **os.environ,
             **fake.env(),
-            "REQUESTS_CA_BUNDLE": str(fake.ca_file),
             "DATABASE_URL": database_url,
             "AUTH0_EVENTS_ROUTES": routes,
             **env,
@@ -426,19 +425,44 @@ def test_unreachable_auth0_exits_3_after_retries(backfill: Callable[..., Run]) -
 
 
 @pytest.mark.parametrize(
-    ("variable", "client"),
-    [("REQUESTS_CA_BUNDLE", "token endpoint https://"), ("SSL_CERT_FILE", "GET /api/v2/logs?from=")],
+    ("path", "status"),
+    [("/oauth/token", 307), ("/oauth/token", 308), ("/api/v2/logs", 307)],
+    ids=["token-307", "token-308", "logs-307"],
 )
-def test_certificates_are_verified_by_both_clients(
-    fake: FakeAuth0, backfill: Callable[..., Run], variable: str, client: str
+def test_redirect_to_another_origin_is_refused_without_sending_credentials(
+    fake: FakeAuth0,
+    backfill: Callable[..., Run],
+    broker: Any,
+    queues: tuple[str, str],
+    sqlite_url: str,
+    path: str,
+    status: int,
 ) -> None:
-    """Without the fake's CA in the variable its HTTP client reads, TLS verification fails: exit 3."""
-    run = backfill("--from", BEFORE_ALL, "--retries", "0", **{variable: certifi.where()})
+    """A 307/308 from the token or logs endpoint elsewhere: not followed; exit 1 saying so, nothing sent."""
+    fake.add_logs(make_logs(10, START))
+    with fake.other_origin() as other:
+        fake.redirect(other.origin, path, status)
+
+        run = backfill("--from", BEFORE_ALL)
+
+    tokens = [call.response["access_token"] for call in fake.token_requests() if call.status == 200]
+    assert not [secret for secret in [fake.client_secret, *tokens] if other.saw(secret)]
+    assert other.received == []
+    assert run.returncode == 1, run.stderr
+    assert f"HTTP {status} redirect to {other.origin}{path}" in run.stderr
+    assert "not followed" in run.stderr
+    assert CheckpointStore(sqlite_url, fake.domain).load() is None
+    assert queued(broker, queues) == {queue: [] for queue in queues}
+
+
+def test_certificates_are_verified(fake: FakeAuth0, backfill: Callable[..., Run]) -> None:
+    """Without the fake's CA in SSL_CERT_FILE, TLS verification fails at the token endpoint: exit 3."""
+    run = backfill("--from", BEFORE_ALL, "--retries", "0", SSL_CERT_FILE=certifi.where())
 
     assert run.returncode == 3, run.stderr
-    assert client in run.stderr
+    assert f"token endpoint https://{fake.domain}/oauth/token" in run.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in run.stderr
-    assert len(fake.log_requests()) == 0
+    assert fake.calls == []
 
 
 @pytest.mark.parametrize(
@@ -488,7 +512,6 @@ def test_progress_is_drawn_when_stderr_is_a_terminal(
     env = {
         **os.environ,
         **fake.env(),
-        "REQUESTS_CA_BUNDLE": str(fake.ca_file),
         "DATABASE_URL": sqlite_url,
         "AUTH0_EVENTS_ROUTES": routes,
     }

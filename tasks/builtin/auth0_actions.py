@@ -27,6 +27,12 @@ CREDENTIALS_HINT = (
     " (check AUTH0_CLIENT_ID and AUTH0_CLIENT_SECRET, and that the application is authorized for the"
     " Management API)"
 )
+# A redirect is never followed: it would carry the token (or, from the token endpoint, the client secret)
+# and the change to another address, and the action would count as done whatever happened there.
+REDIRECT_HINT = (
+    "not followed, as it would carry the access token or client secret to another address (check"
+    " AUTH0_DOMAIN: the tenant's own domain, e.g. tenant.eu.auth0.com)"
+)
 
 _lock = threading.Lock()
 _cached: tuple[int, ManagementClient, httpx.Client] | None = None
@@ -56,8 +62,9 @@ def management_client() -> ManagementClient:
     global _cached
     with _lock:
         if _cached is None or _cached[0] != os.getpid():
-            # Ours rather than the SDK's, so close_client() can close it; same settings as the SDK's own.
-            http = httpx.Client(timeout=HTTP_TIMEOUT_SECONDS, follow_redirects=True)
+            # Ours rather than the SDK's, so close_client() can close it, and so it follows no redirect
+            # (the SDK's own would); the SDK's token provider uses a client of its own that follows none.
+            http = httpx.Client(timeout=HTTP_TIMEOUT_SECONDS, follow_redirects=False)
             _cached = (os.getpid(), _new_client(get_settings(), http), http)
         return _cached[1]
 
@@ -96,16 +103,35 @@ def _auth0_errors(action: str) -> Iterator[None]:
             raise
         # Auth0 made the change; only the SDK's model of its answer is out of date. Not a failure.
     except ApiError as exc:
+        context = f"{action}: Management API answered"
+        if _is_redirect(exc.status_code):
+            raise _redirect(context, exc.status_code, _location(exc.headers)) from exc
         if exc.status_code == 401:
             close_client()  # a revoked or rotated token stays cached otherwise; the next event gets a new one
-        raise _failure(f"{action}: Management API answered", exc, exc.status_code, exc.body) from exc
+        raise _failure(context, exc, exc.status_code, exc.body) from exc
     except httpx.HTTPStatusError as exc:  # only the SDK's token provider raises this (raise_for_status)
         status = exc.response.status_code
         context = f"{action}: token endpoint {exc.request.url} answered"
+        if _is_redirect(status):
+            location = _location(exc.response.headers)
+            raise _redirect(context, status, location and str(exc.request.url.join(location))) from exc
         hint = CREDENTIALS_HINT if status in (401, 403) else ""
         raise _failure(context, exc, status, _body(exc.response), hint) from exc
     except httpx.TransportError as exc:  # timeouts, refused connections, TLS failures: worth retrying
         raise RetryableError(f"{action}: {type(exc).__name__}: {exc}") from exc
+
+
+def _is_redirect(status: int | None) -> bool:
+    return status is not None and 300 <= status < 400
+
+
+def _location(headers: Mapping[str, str] | None) -> str | None:
+    return next((value for key, value in (headers or {}).items() if key.lower() == "location"), None)
+
+
+def _redirect(context: str, status: int | None, location: str | None) -> PermanentError:
+    target = location or "(no Location header)"
+    return PermanentError(f"{context} HTTP {status} redirect to {target}: {REDIRECT_HINT}")
 
 
 def _failure(
