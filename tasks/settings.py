@@ -16,6 +16,14 @@ MAX_SAFE_COUNTDOWN_SECONDS = 20 * 60
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
+# Stream and API tokens are bearer secrets the operator makes up. 32 characters is the shortest common
+# way to write 128 random bits (`openssl rand -hex 16`), the strength a guessable-online secret needs;
+# `secrets.token_urlsafe(32)` (what scripts/run writes) gives 43.
+MIN_TOKEN_LENGTH = 32
+# The placeholders .env.example ships with ("change-me…"), refused in any case and wherever they appear.
+PLACEHOLDER_MARKERS = ("change-me", "changeme")
+MAKE_A_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - a command
+
 
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
@@ -26,8 +34,9 @@ def _split_commas(value: object) -> object:
 class Settings(BaseSettings):
     """Every environment variable the service reads; see .env.example for each one's meaning."""
 
-    # Only the documented variable names are read: no bare field names such as MAX_RETRIES.
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+    # Only the documented variable names are read: no bare field names such as MAX_RETRIES. Errors never
+    # show the value they refused: it may be a secret, and start-up errors end up in logs.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
 
     broker_url: str = Field("amqp://guest:guest@localhost:5672//", validation_alias="BROKER_URL")
     log_stream_tokens: CommaList = Field((), validation_alias="AUTH0_LOG_STREAM_TOKENS")
@@ -88,6 +97,18 @@ class Settings(BaseSettings):
         "log_stream_tokens", "plugins", "builtin_handlers", "api_tokens", "signup_roles", mode="before"
     )(_split_commas)
 
+    @field_validator("log_stream_tokens", "api_tokens")
+    @classmethod
+    def _tokens_are_real_secrets(cls, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        for number, token in enumerate(tokens, start=1):
+            problem = token_problem(token)
+            if problem:
+                raise ValueError(
+                    f"token {number} {problem}: use at least {MIN_TOKEN_LENGTH} random characters, "
+                    f"e.g. from `{MAKE_A_TOKEN}`"
+                )
+        return tokens
+
     @field_validator("metrics_port", mode="before")
     @classmethod
     def _empty_port_is_none(cls, value: object) -> object:
@@ -121,6 +142,48 @@ class Settings(BaseSettings):
 
 class ConfigurationError(Exception):
     """Raised at start-up when the environment holds a value the service cannot run with."""
+
+
+def is_placeholder(secret: str) -> bool:
+    """Whether ``secret`` is (or holds) one of the placeholders .env.example ships with."""
+    return any(marker in secret.lower() for marker in PLACEHOLDER_MARKERS)
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be a stream or API token (without repeating it), or None when it can."""
+    if is_placeholder(token):
+        return "is the placeholder of .env.example"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"has {len(token)} character{'s' if len(token) != 1 else ''}"
+    return None
+
+
+def check_flower_basic_auth(value: str) -> None:
+    """Raise ConfigurationError unless FLOWER_BASIC_AUTH holds ``user:password`` logins with real passwords.
+
+    Flower compares each comma-separated entry with the Basic credentials, so the user name ends at the
+    first colon and the password is the rest. The message never repeats a password.
+    """
+    if not value.strip():
+        raise ConfigurationError("FLOWER_BASIC_AUTH is not set: set it to user:password")
+    for number, login in enumerate(value.split(","), start=1):
+        user, colon, password = login.partition(":")
+        problem = (
+            "is not user:password"
+            if not colon
+            else "has an empty user name"
+            if not user.strip()
+            else "has an empty password"
+            if not password
+            else "has the placeholder password of .env.example"
+            if is_placeholder(password)
+            else None
+        )
+        if problem:
+            raise ConfigurationError(
+                f"FLOWER_BASIC_AUTH: login {number} {problem}: set user:password with a password of "
+                f"your own (e.g. from `{MAKE_A_TOKEN}`)"
+            )
 
 
 def env_var_for(field_name: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 pytest_plugins = ("celery.contrib.pytest",)
 
 BROKER_HOST = "amqp://guest:guest@127.0.0.1:5672"
-TEST_TOKEN = "test-stream-token-4d1f"
+TEST_TOKEN = "test-stream-token-4d1f-9b27c35e08a6f1d4"
 # The default routes plus one queue that only the in-process worker test consumes.
 TEST_ROUTES = "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,limit_wc,limit_mu,sapi=auth0.embedded"
 DEFAULT_QUEUES = [f"auth0.{code}" for code in TEST_ROUTES.split(",")[:-1]]
@@ -80,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(
         {
             "BROKER_URL": url,
-            "AUTH0_LOG_STREAM_TOKENS": f"{TEST_TOKEN},rotated-token",
+            "AUTH0_LOG_STREAM_TOKENS": f"{TEST_TOKEN},rotated-stream-token-6a0e2f9c41b87d35",
             "AUTH0_EVENTS_ROUTES": TEST_ROUTES,
             "AUTH0_EVENTS_MAX_RETRIES": str(MAX_RETRIES),
             "AUTH0_EVENTS_RETRY_BACKOFF_BASE": "0.05",

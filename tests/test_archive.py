@@ -36,7 +36,7 @@ from tests.conftest import TEST_TOKEN, private_postgres_database
 from tests.helpers import make_record
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-API_TOKEN = "api-secret"
+API_TOKEN = "api-secret-3f7a9c1e5b2d8064f0a7c9e1"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 # No server listens on port 1: connecting is refused at once.
 UNREACHABLE_URL = "postgresql://postgres@127.0.0.1:1/auth0_events"
@@ -473,19 +473,23 @@ def test_api_without_configured_token_is_403(make_app: Any, path: str) -> None:
 @pytest.mark.parametrize("path", ["/events", "/events/123"])
 def test_api_with_wrong_token_is_401(make_app: Any, headers: dict[str, str], path: str) -> None:
     """A missing or wrong token, the log stream's included, is answered 401 JSON."""
-    client = make_app(api_tokens=f"{API_TOKEN},other").test_client()
+    client = make_app(api_tokens=f"{API_TOKEN},other-api-token-5c8e1b7d2a9f4036").test_client()
     response = client.get(path, headers=headers)
     assert response.status_code == 401
     assert response.json["error"] == "unauthorized"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("header", [API_TOKEN, f"Bearer {API_TOKEN}", "Bearer other"])
+@pytest.mark.parametrize(
+    "header", [API_TOKEN, f"Bearer {API_TOKEN}", "Bearer other-api-token-5c8e1b7d2a9f4036"]
+)
 def test_api_accepts_each_token_verbatim_or_bearer(
     make_app: Any, database_url: str, archive: dict[str, str], header: str
 ) -> None:
     """Any configured API token is accepted, verbatim or as Bearer <token>."""
-    client = make_app(database_url=database_url, api_tokens=f"{API_TOKEN},other").test_client()
+    client = make_app(
+        database_url=database_url, api_tokens=f"{API_TOKEN},other-api-token-5c8e1b7d2a9f4036"
+    ).test_client()
     assert api_names(archive, client.get("/events", headers={"Authorization": header})) == NEWEST_FIRST
 
 

@@ -79,7 +79,8 @@ def test_task_message_is_persistent_and_labelled(routed: Any, broker: Any, prefi
 
 
 @pytest.mark.parametrize(
-    "header", [f"Bearer {TEST_TOKEN}", TEST_TOKEN, f"bearer   {TEST_TOKEN} ", "rotated-token"]
+    "header",
+    [f"Bearer {TEST_TOKEN}", TEST_TOKEN, f"bearer   {TEST_TOKEN} ", "rotated-stream-token-6a0e2f9c41b87d35"],
 )
 def test_configured_tokens_are_accepted(routed: Any, header: str) -> None:
     """The token is accepted with or without 'Bearer', and every configured token works (rotation)."""

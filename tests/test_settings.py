@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from pydantic import AliasChoices
@@ -10,11 +11,17 @@ from pydantic import AliasChoices
 from tasks.settings import (
     DEFAULT_ROUTES,
     MAX_SAFE_COUNTDOWN_SECONDS,
+    MIN_TOKEN_LENGTH,
     ConfigurationError,
     Settings,
+    check_flower_basic_auth,
     env_var_for,
     load_settings,
 )
+from tests.helpers import ROOT
+
+TOKEN_A = "a" * MIN_TOKEN_LENGTH
+TOKEN_B = "0123456789abcdef" * 3
 
 
 def _names_settings_read() -> set[str]:
@@ -60,7 +67,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each documented environment variable sets its field."""
     values = {
         "BROKER_URL": "amqp://u:p@rabbit:5672/vh",
-        "AUTH0_LOG_STREAM_TOKENS": "tok",
+        "AUTH0_LOG_STREAM_TOKENS": TOKEN_A,
         "AUTH0_EVENTS_ALLOW_UNAUTHENTICATED": "true",
         "AUTH0_EVENTS_ROUTES": "s,f",
         "AUTH0_EVENTS_MAX_RETRIES": "3",
@@ -77,7 +84,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.broker_url == "amqp://u:p@rabbit:5672/vh"
-    assert settings.log_stream_tokens == ("tok",)
+    assert settings.log_stream_tokens == (TOKEN_A,)
     assert settings.allow_unauthenticated is True
     assert settings.routes == "s,f"
     assert settings.max_retries == 3
@@ -104,9 +111,7 @@ def test_every_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
     ids=["single", "pair", "spaces", "empty-items", "only-separators", "empty", "json-is-not-decoded"],
 )
-@pytest.mark.parametrize(
-    "variable", ["AUTH0_LOG_STREAM_TOKENS", "AUTH0_EVENTS_PLUGINS", "AUTH0_EVENTS_BUILTIN_HANDLERS"]
-)
+@pytest.mark.parametrize("variable", ["AUTH0_EVENTS_PLUGINS", "AUTH0_EVENTS_BUILTIN_HANDLERS"])
 def test_comma_lists(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: tuple[str, ...]
 ) -> None:
@@ -114,7 +119,6 @@ def test_comma_lists(
     monkeypatch.setenv(variable, value)
     settings = load_settings()
     field = {
-        "AUTH0_LOG_STREAM_TOKENS": "log_stream_tokens",
         "AUTH0_EVENTS_PLUGINS": "plugins",
         "AUTH0_EVENTS_BUILTIN_HANDLERS": "builtin_handlers",
     }[variable]
@@ -124,9 +128,9 @@ def test_comma_lists(
 def test_overrides_by_field_name_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """load_settings(field=value) wins over the variable, and lists may be given as tuples."""
     monkeypatch.setenv("AUTH0_EVENTS_MAX_RETRIES", "3")
-    settings = load_settings(max_retries=5, log_stream_tokens=("a", "b"), plugins="x, y")
+    settings = load_settings(max_retries=5, log_stream_tokens=(TOKEN_A, TOKEN_B), plugins="x, y")
     assert settings.max_retries == 5
-    assert settings.log_stream_tokens == ("a", "b")
+    assert settings.log_stream_tokens == (TOKEN_A, TOKEN_B)
     assert settings.plugins == ("x", "y")
 
 
@@ -277,3 +281,99 @@ def test_env_var_for_covers_every_field() -> None:
     names = [env_var_for(field) for field in Settings.model_fields]
     assert len(set(names)) == len(names)
     assert all(name.isupper() for name in names)
+
+
+# -- secrets: placeholders and short tokens are refused ------------------------------------------------
+
+
+def env_example_value(variable: str) -> str:
+    """The value .env.example gives ``variable``."""
+    match = re.search(rf"^{variable}=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    assert match is not None, variable
+    return match.group(1)
+
+
+@pytest.mark.parametrize("variable", ["AUTH0_LOG_STREAM_TOKENS", "AUTH0_EVENTS_API_TOKENS"])
+def test_tokens_split_on_commas(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """Token lists are split, stripped, and empty items dropped, like every comma-separated variable."""
+    monkeypatch.setenv(variable, f" {TOKEN_A} ,,{TOKEN_B}, ")
+    settings = load_settings()
+    field = "log_stream_tokens" if variable == "AUTH0_LOG_STREAM_TOKENS" else "api_tokens"
+    assert getattr(settings, field) == (TOKEN_A, TOKEN_B)
+
+
+@pytest.mark.parametrize("variable", ["AUTH0_LOG_STREAM_TOKENS", "AUTH0_EVENTS_API_TOKENS"])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("x", "token 1 has 1 character"),
+        ("a" * (MIN_TOKEN_LENGTH - 1), f"token 1 has {MIN_TOKEN_LENGTH - 1} characters"),
+        (f"{TOKEN_A},short-rotated-token", "token 2 has 19 characters"),
+        ("change-me-to-a-long-random-token", "token 1 is the placeholder of .env.example"),
+        (f"{TOKEN_A},CHANGE-ME-{TOKEN_B}", "token 2 is the placeholder of .env.example"),
+    ],
+    ids=["one-character", "one-short", "second-short", "env-example", "placeholder-inside"],
+)
+def test_short_or_placeholder_token_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    """A too-short token or a placeholder stops start-up, naming the variable but not the token."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert f"{variable}: {says}" in message
+    assert f"at least {MIN_TOKEN_LENGTH} random characters" in message
+    assert "secrets.token_urlsafe(32)" in message
+    for token in value.split(","):
+        assert token not in message, "the message must not repeat a secret"
+        assert token not in str(caught.value.__cause__), "nor must the error it was raised from"
+
+
+def test_env_example_stream_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream token .env.example ships with cannot be used as it is."""
+    monkeypatch.setenv("AUTH0_LOG_STREAM_TOKENS", env_example_value("AUTH0_LOG_STREAM_TOKENS"))
+    with pytest.raises(ConfigurationError, match="AUTH0_LOG_STREAM_TOKENS: token 1 is the placeholder"):
+        load_settings()
+
+
+def test_token_of_the_minimum_length_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly the minimum length is enough; the development switch still allows no token at all."""
+    monkeypatch.setenv("AUTH0_LOG_STREAM_TOKENS", TOKEN_A)
+    assert load_settings().log_stream_tokens == (TOKEN_A,)
+    monkeypatch.setenv("AUTH0_LOG_STREAM_TOKENS", "")
+    assert load_settings(allow_unauthenticated=True).log_stream_tokens == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("", "FLOWER_BASIC_AUTH is not set"),
+        ("admin:change-me", "login 1 has the placeholder password of .env.example"),
+        ("admin:", "login 1 has an empty password"),
+        ("admin", "login 1 is not user:password"),
+        (":a-long-enough-password", "login 1 has an empty user name"),
+        ("ops:a-long-enough-password,admin:ChangeMe", "login 2 has the placeholder password"),
+    ],
+    ids=["unset", "env-example", "empty-password", "no-colon", "empty-user", "second-placeholder"],
+)
+def test_flower_login_refuses_placeholders_and_empty_passwords(value: str, says: str) -> None:
+    """FLOWER_BASIC_AUTH: each comma-separated user:password needs both parts and no placeholder."""
+    with pytest.raises(ConfigurationError) as caught:
+        check_flower_basic_auth(value)
+    assert says in str(caught.value)
+    assert "FLOWER_BASIC_AUTH" in str(caught.value)
+    password = value.rpartition(":")[2]
+    assert not password or password not in str(caught.value)
+
+
+def test_flower_login_of_env_example_is_refused() -> None:
+    """The Flower login .env.example ships with cannot be used as it is."""
+    with pytest.raises(ConfigurationError, match="placeholder password"):
+        check_flower_basic_auth(env_example_value("FLOWER_BASIC_AUTH"))
+
+
+@pytest.mark.parametrize("value", ["admin:Xq3-rT9v_kLm2", "ops:one:with:colons,admin:another-pass"])
+def test_flower_login_with_real_passwords_is_accepted(value: str) -> None:
+    """user:password pairs with a real password pass (a password may contain colons, as Flower allows)."""
+    check_flower_basic_auth(value)
