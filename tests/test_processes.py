@@ -86,7 +86,8 @@ def test_procfile_has_web_workers_and_flower() -> None:
     assert "'app:create_app()'" in processes["web"]
     assert WORKERS, "no worker_… process"
     assert all(program(command).startswith("celery -A tasks worker ") for command in WORKERS.values())
-    assert processes["flower"].startswith("celery -A tasks flower ")
+    # The login is checked first (tasks/flower_login.py), then exec makes Flower the process signals reach.
+    assert processes["flower"].startswith("python -m tasks.flower_login && exec celery -A tasks flower ")
     assert "--basic-auth=" in processes["flower"]
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from app import create_app
 from tasks.settings import ConfigurationError
 from tests.helpers import ROOT, as_jsonl, make_record
+from tests.test_processes import procfile
 
 
 def test_receiver_without_a_token_refuses_to_start(settings_for: Any) -> None:
@@ -71,3 +75,42 @@ def test_worker_with_bad_configuration_exits_naming_it(env: dict[str, str], mess
     result = worker_start(env)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("login", "says"),
+    [
+        ("admin:change-me", "FLOWER_BASIC_AUTH: login 1 has the placeholder password of .env.example"),
+        ("admin:", "FLOWER_BASIC_AUTH: login 1 has an empty password"),
+    ],
+    ids=["env-example", "empty-password"],
+)
+def test_flower_with_a_placeholder_or_empty_password_refuses_to_start(login: str, says: str) -> None:
+    """The Procfile's flower line exits at once, naming FLOWER_BASIC_AUTH, instead of serving that login."""
+    port = free_port()
+    env = {**os.environ, "FLOWER_BASIC_AUTH": login, "FLOWER_PORT": str(port)}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    process = subprocess.Popen(
+        ["sh", "-c", procfile()["flower"]],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"Flower started with FLOWER_BASIC_AUTH={login!r}:\n{output[-2000:]}")
+    assert process.returncode != 0
+    assert says in output
