@@ -25,6 +25,28 @@ def test_receiver_without_a_token_refuses_to_start(settings_for: Any) -> None:
     assert "AUTH0_EVENTS_ALLOW_UNAUTHENTICATED" in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [("x", "token 1 has 1 character"), ("change-me-to-a-long-random-token", "token 1 is the placeholder")],
+    ids=["one-character", "env-example"],
+)
+def test_receiver_with_a_placeholder_or_short_token_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, token: str, says: str
+) -> None:
+    """The stream token of .env.example, or one too short to be a secret, stops the receiver's start."""
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("AUTH0_LOG_STREAM_TOKENS", token)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=f"AUTH0_LOG_STREAM_TOKENS: {says}"):
+            create_app()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        get_settings()
+
+
 def test_development_switch_accepts_requests_without_a_token(make_app: Any, broker: Any) -> None:
     """With the explicit development switch and no token, a request without Authorization is accepted."""
     client = make_app(log_stream_tokens="", allow_unauthenticated=True, routes="s=test.devmode").test_client()
@@ -68,6 +90,7 @@ def worker_start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ),
         ({"AUTH0_EVENTS_MAX_RETRIES": "many"}, "AUTH0_EVENTS_MAX_RETRIES: Input should be a valid integer"),
         ({"AUTH0_EVENTS_ROUTES": "auth.login.failed"}, "'auth.login.failed' is not a stream category"),
+        ({"AUTH0_LOG_STREAM_TOKENS": "x"}, "AUTH0_LOG_STREAM_TOKENS: token 1 has 1 character"),
     ],
 )
 def test_worker_with_bad_configuration_exits_naming_it(env: dict[str, str], message: str) -> None:
