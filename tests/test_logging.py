@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tasks.logging_setup import configure_logging, log_context, mask
+from tasks.logging_setup import configure_logging, log_context
+from tasks.pii import mask, personal_values
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, make_record, wait_for
 
@@ -95,6 +96,67 @@ def test_masking_hides_personal_data_but_keeps_the_event(settings_for: Any, rest
     assert "203.0.113.5" not in stream.getvalue()
     assert line["user_name"] == mask("jane@example.com") != mask("joe@example.com")
     assert line["log_id"] == "900123"
+
+
+def test_masking_covers_the_message_the_exception_and_every_field(
+    settings_for: Any, restore_logging: None
+) -> None:
+    """E-mail and IP addresses and the event's own values are masked in the message text, the traceback
+    and fields nested at any depth, with the same hash as the personal fields, in JSON and in text."""
+    for log_format in ("json", "text"):
+        stream = io.StringIO()
+        configure_logging(settings_for(log_format=log_format, log_mask_pii=True), stream=stream)
+        with log_context(log_id="900123"), personal_values("auth0|jane", "198.51.100.5"):
+            try:
+                raise ValueError("no such user jane@example.com at 2001:db8::5 (auth0|jane)")
+            except ValueError:
+                logging.getLogger("auth0_events.test").exception(
+                    "lookup of %s from %s failed",
+                    "auth0|jane",
+                    "198.51.100.5",
+                    extra={"details": {"request": {"body": ["jane@example.com"], "ip": "2001:db8::5"}}},
+                )
+        output = stream.getvalue()
+        for value in ("jane@example.com", "2001:db8::5", "auth0|jane", "198.51.100.5"):
+            assert value not in output, (log_format, value)
+            assert mask(value) in output, (log_format, value)
+        assert "900123" in output
+        assert len(output.splitlines()) == 1, output
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+@pytest.mark.parametrize("breaker", ["\n", "\r\n", "\r", "\x0b", "\x1b[2J", "\x85", "\u2028", "\u2029"])
+def test_a_value_cannot_forge_a_log_line(
+    settings_for: Any, restore_logging: None, log_format: str, breaker: str
+) -> None:
+    """A line break or control character in log_id, user_name or the message stays inside its one line."""
+    forged = f"{breaker}2026-01-01 00:00:00,000 INFO [MainProcess] app.receiver: forged log_id=1"
+    stream = io.StringIO()
+    configure_logging(settings_for(log_format=log_format), stream=stream)
+    with log_context(log_id=f"900{forged}"):
+        logging.getLogger("auth0_events.test").warning("seen %s", forged, extra={"user_name": forged})
+    output = stream.getvalue()
+    assert output.endswith("\n")
+    assert len(output.splitlines()) == 1, output
+    assert breaker not in output[:-1]  # the handler's own line end aside
+    if log_format == "json":
+        line = json.loads(output)
+        assert (line["log_id"], line["user_name"], line["message"]) == (
+            f"900{forged}",
+            forged,
+            f"seen {forged}",
+        )
+
+
+def test_text_fields_are_quoted_when_they_could_pass_for_other_fields(
+    settings_for: Any, restore_logging: None
+) -> None:
+    """A value holding spaces, quotes or '=' is quoted, so it cannot pose as another key=value pair."""
+    stream = FakeTerminal()
+    configure_logging(settings_for(), stream=stream)
+    with log_context(log_id="900 log_id=1", event_type="s"):
+        logging.getLogger("auth0_events.test").info("auth0 event s", extra={"user_name": 'a "b"'})
+    assert stream.getvalue().rstrip().endswith('log_id="900 log_id=1" event_type=s user_name="a \\"b\\""')
 
 
 @pytest.mark.worker
