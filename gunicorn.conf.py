@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# gunicorn's default access line without the query string and the referrer (a URL with a query of its
+# own), for AUTH0_EVENTS_LOG_MASK_PII: GET /events?user=…&ip=… names a person, percent-encoded.
+MASKED_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "-" "%(a)s"'
 
 
 def _remove(path: str, owner: int) -> None:
@@ -57,7 +60,10 @@ def post_fork(server: Any, worker: Any) -> None:
     from tasks.logging_setup import configure_logging
     from tasks.settings import get_settings
 
-    configure_logging(get_settings())
+    settings = get_settings()
+    configure_logging(settings)
+    if settings.log_mask_pii:
+        worker.cfg.set("access_log_format", MASKED_ACCESS_LOG_FORMAT)
     for name in ("gunicorn.error", "gunicorn.access"):
         # Through the root handler, so they share its format (and its masking of personal data).
         logging.getLogger(name).handlers = []

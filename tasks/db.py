@@ -32,15 +32,21 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``; SQLite files get WAL mode and a busy timeout."""
+def make_engine(url: str, hide_parameters: bool = False) -> Engine:
+    """Create an engine for ``url``; SQLite files get WAL mode and a busy timeout.
+
+    ``hide_parameters`` (AUTH0_EVENTS_LOG_MASK_PII) keeps a statement's values, an event's user and IP
+    among them, out of the text of its errors, which are logged and stored as dead-letter reasons.
+    """
     url = normalize_url(url)
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=2, max_overflow=2)
+        engine = create_engine(url, pool_size=2, max_overflow=2, hide_parameters=hide_parameters)
         event.listen(engine, "checkin", _note_checkin)
         event.listen(engine, "checkout", _ping_if_idle)
         return engine
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=hide_parameters
+    )
     event.listen(engine, "connect", _sqlite_pragmas)
     # pysqlite's own transaction handling would defer BEGIN; issue it ourselves (see _sqlite_begin).
     event.listen(engine, "begin", _sqlite_begin)
@@ -91,10 +97,11 @@ def get_engine(url: str | None = None) -> Engine:
 
     Keyed by process id: a pool child forked by Celery must not share its parent's connections.
     """
-    url = url or get_settings().database_url
+    settings = get_settings()
+    url = url or settings.database_url
     key = (url, os.getpid())
     if key not in _engines:
-        _engines[key] = make_engine(url)
+        _engines[key] = make_engine(url, hide_parameters=settings.log_mask_pii)
     return _engines[key]
 
 

@@ -11,9 +11,10 @@ from celery.exceptions import Reject
 
 from tasks import metrics
 from tasks.celery_app import app
-from tasks.events import parse_event
+from tasks.events import InvalidRecord, normalize_record, parse_event
 from tasks.logging_setup import log_context
 from tasks.models import utcnow
+from tasks.pii import current_personal_values, mask_text, personal_values
 from tasks.process import process_event, record_failure
 from tasks.retry_policy import Decision, RetryPolicy, decide, decide_redelivery
 from tasks.settings import get_settings
@@ -21,6 +22,16 @@ from tasks.settings import get_settings
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "auth0_events.handle_event"
+#: The record fields whose values AUTH0_EVENTS_LOG_MASK_PII masks wherever they appear while it is processed.
+PERSONAL_RECORD_FIELDS = ("user_id", "user_name", "ip")
+
+
+class MaskedError(Exception):
+    """Raised in place of a handler's exception when AUTH0_EVENTS_LOG_MASK_PII is on.
+
+    Celery's retry and reject carry it to the worker's log and to Flower's events: its text is the masked
+    reason and its traceback the handler's, so neither holds the personal data of the original's text.
+    """
 
 
 def retry_policy() -> RetryPolicy:
@@ -35,8 +46,21 @@ def handle_event(
 ) -> None:
     """Run the handlers subscribed to one Auth0 log event (type and log_id label it in Flower)."""
     queue = self.request.delivery_info.get("routing_key")
-    with log_context(log_id=log_id, event_type=event_type, queue=queue, task_id=self.request.id):
+    with (
+        log_context(log_id=log_id, event_type=event_type, queue=queue, task_id=self.request.id),
+        personal_values(*_personal_values(record)),
+    ):
         _handle(self, record, event_type, log_id, received_at)
+
+
+def _personal_values(record: object) -> list[str]:
+    if not get_settings().log_mask_pii:
+        return []
+    try:
+        data = normalize_record(record)["data"]
+    except InvalidRecord:
+        return []  # dead-lettered as invalid; its values are still masked where they look like addresses
+    return [value for key in PERSONAL_RECORD_FIELDS if isinstance(value := data.get(key), str)]
 
 
 def _handle(
@@ -67,20 +91,28 @@ def _stale_claim_age() -> timedelta:
 
 
 def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, event_type: str) -> None:
-    """Raise Retry or Reject as ``decision`` says; Celery acks or rejects the message accordingly."""
+    """Raise Retry or Reject as ``decision`` says; Celery acks or rejects the message accordingly.
+
+    With AUTH0_EVENTS_LOG_MASK_PII the reason is masked before it is stored, logged or handed to Celery,
+    and Celery gets a MaskedError instead of ``exc``.
+    """
+    reason, cause = decision.reason, exc
+    if get_settings().log_mask_pii:
+        reason = mask_text(reason, current_personal_values())
+        cause = MaskedError(reason).with_traceback(exc.__traceback__) if exc is not None else None
     context = {
         "log_id": log_id,
         "event_type": event_type,
         "task_id": task.request.id,
         "queue": task.request.delivery_info.get("routing_key"),
         "retries": task.request.retries,
-        "reason": decision.reason,
+        "reason": reason,
     }
     record_failure(
         log_id,
         task.request.id,
         "retrying" if decision.action == "retry" else "dead_lettered",
-        decision.reason,
+        reason,
     )
     metrics.count_task(event_type, "retried" if decision.action == "retry" else "dead_lettered")
     if decision.action == "retry":
@@ -90,21 +122,28 @@ def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, e
             event_type,
             decision.countdown,
             task.request.retries + 1,
-            decision.reason,
+            reason,
             extra=context,
         )
         # max_retries=None: the policy above already bounded the count; Celery's own check must not
         # turn the last permitted retry into a re-raise that skips the dead-letter reason.
         # argsrepr again: Celery's retry would otherwise show the whole record (names, emails) in Flower.
-        raise task.retry(
-            exc=exc, countdown=decision.countdown, max_retries=None, argsrepr=task.request.argsrepr
+        # throw=False and "from cause": raised inside retry(), the Retry would chain the original
+        # exception, whose text Celery's log line and Flower's traceback would then show.
+        retry = task.retry(
+            exc=cause,
+            countdown=decision.countdown,
+            max_retries=None,
+            argsrepr=task.request.argsrepr,
+            throw=False,
         )
+        raise retry from cause
     logger.error(
         "dead-lettering event log_id=%s type=%s task_id=%s: %s",
         log_id,
         event_type,
         task.request.id,
-        decision.reason,
+        reason,
         extra=context,
     )
-    raise Reject(decision.reason, requeue=False)
+    raise Reject(reason, requeue=False) from cause
