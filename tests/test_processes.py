@@ -1,4 +1,4 @@
-"""The Procfile, docker-compose.yml, .env.example and celeryconfig.py agree on queues and commands."""
+"""The Procfile, docker-compose.yml, .env.example and celeryconfig.py agree on queues, commands, exposure."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from tasks.routing import DLQ_SUFFIX, QUARANTINE_QUEUE, parse_routes
-from tasks.settings import DEFAULT_ROUTES, Settings
+from tasks.settings import DEFAULT_ROUTES, Settings, check_flower_basic_auth, load_settings
 from tests.helpers import ROOT
+
+PASSWORDS = ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD")
 
 
 def procfile() -> dict[str, str]:
@@ -174,3 +177,73 @@ def test_env_example_documents_every_setting() -> None:
     passed |= {name for command in procfile().values() for name in command_environment(command)}
     # The development-only switch is deliberately not offered by the compose file.
     assert variables - {"AUTH0_EVENTS_ALLOW_UNAUTHENTICATED"} <= passed
+
+
+def env_example() -> dict[str, str]:
+    """The variables .env.example sets, with their values."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z0-9_]+=", line))
+
+
+def test_only_the_proxy_is_published_beyond_localhost() -> None:
+    """The proxy publishes 443 and 80; the receiver, RabbitMQ, metrics and Flower only on 127.0.0.1."""
+    services = compose()["services"]
+    assert services["proxy"]["ports"] == ["443:443", "80:80"]
+    published = {name: service["ports"] for name, service in services.items() if "ports" in service}
+    assert set(published) == {"proxy", "rabbitmq", "web", "flower", *WORKERS}
+    for name, ports in published.items():
+        if name != "proxy":
+            assert all(port.startswith("127.0.0.1:") for port in ports), (name, ports)
+    assert "ports" not in services["postgres"]
+
+
+def test_proxy_fronts_the_receiver_with_its_body_limit() -> None:
+    """The proxy renders deploy/nginx's template for web:$PORT, with the receiver's own body limit."""
+    services = compose()["services"]
+    proxy, web = services["proxy"], services["web"]
+    assert proxy["environment"]["PROXY_RECEIVER"] == f"web:{web['environment']['PORT']}"
+    body_limit = web["environment"]["AUTH0_EVENTS_MAX_BODY_BYTES"]
+    assert proxy["environment"]["PROXY_MAX_BODY_BYTES"] == body_limit
+    assert "./deploy/nginx/templates:/etc/nginx/templates:ro" in proxy["volumes"]
+    assert (ROOT / "deploy" / "nginx" / "templates" / "default.conf.template").is_file()
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+
+
+def test_compose_refuses_to_start_without_the_broker_and_database_passwords() -> None:
+    """Every use of RABBITMQ_PASSWORD and POSTGRES_PASSWORD is ${NAME:?…}: no silent default password."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in PASSWORDS:
+        uses = re.findall(rf"\$\{{{name}([^}}]*)\}}", text)
+        assert uses, name
+        assert all(use.startswith(":?") for use in uses), (name, uses)
+    assert "auth0events}" not in text  # the old default, ${…:-auth0events}
+
+
+def test_env_example_documents_the_compose_passwords_empty() -> None:
+    """.env.example lists both passwords, empty, so a copy of it is refused by compose until they are set."""
+    documented = env_example()
+    assert all(documented[name] == "" for name in PASSWORDS)
+
+
+def test_new_env_fills_every_placeholder_with_an_accepted_secret(tmp_path: Path) -> None:
+    """scripts/new-env (scripts/run's first start) writes a .env whose secrets pass every start-up check."""
+    target = tmp_path / "env"
+    subprocess.run(
+        [str(ROOT / "scripts" / "new-env"), str(target)], check=True, capture_output=True, timeout=60
+    )
+    written = dict(
+        line.split("=", 1) for line in target.read_text().splitlines() if re.match(r"^[A-Z0-9_]+=", line)
+    )
+    assert set(written) == set(env_example())
+    load_settings(log_stream_tokens=written["AUTH0_LOG_STREAM_TOKENS"])
+    check_flower_basic_auth(written["FLOWER_BASIC_AUTH"])
+    assert all(len(written[name]) >= 24 for name in PASSWORDS)
+    assert not [value for value in written.values() if "change-me" in value]
+
+
+def test_the_image_gets_no_certificate_and_flower_checks_its_login() -> None:
+    """The build context leaves the proxy's keys out; the image has the module the flower line runs first."""
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"deploy/certs", "deploy/acme", ".env"} <= set(ignored)
+    assert "COPY tasks ./tasks" in (ROOT / "Dockerfile").read_text()
+    assert (ROOT / "tasks" / "flower_login.py").is_file()
