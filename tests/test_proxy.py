@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,7 +29,9 @@ import trustme
 
 from tests.conftest import TEST_TOKEN
 from tests.helpers import ROOT, as_jsonl, make_record, wait_for
+from tests.test_flower import stop_process_group
 from tests.test_processes import compose, procfile
+from tests.test_run_command import free_port
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
 BODY_LIMIT = 64 * 1024  # the receiver's AUTH0_EVENTS_MAX_BODY_BYTES and the proxy's limit in these tests
@@ -46,25 +47,6 @@ def tool(name: str, *fallbacks: str) -> str:
     if found is None:
         pytest.fail(f"{name} is not installed: {INSTALL_HINT}")
     return found
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group; SIGKILL it if it is still there after 20 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
 
 
 def render(values: dict[str, str]) -> str:
@@ -165,7 +147,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
         wait_for(lambda: answers(f"{url}/healthz"), 60, 0.1, f"gunicorn to answer; log:\n{log}")
         yield Receiver(url, log)
     finally:
-        stop(process)
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +190,7 @@ def proxy(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Itera
         assert process.poll() is None, (directory / "error.log").read_text()
         yield proxy
     finally:
-        stop(process)
+        stop_process_group(process)
 
 
 def nginx_command(proxy: Proxy, *args: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from app import create_app
 from tasks.settings import ConfigurationError
 from tests.helpers import ROOT, as_jsonl, make_record
 from tests.test_processes import procfile
+from tests.test_run_command import free_port
 
 
 def test_receiver_without_a_token_refuses_to_start(settings_for: Any) -> None:
@@ -98,13 +98,6 @@ def test_worker_with_bad_configuration_exits_naming_it(env: dict[str, str], mess
     result = worker_start(env)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
