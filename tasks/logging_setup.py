@@ -72,6 +72,8 @@ class Masker:
         """Strings masked, in containers too; other objects through ``fallback`` (to text or JSON) first."""
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, bytes | bytearray):  # as text: JSON's base64 would hide an address from the mask
+            return self.text(repr(value))
         if value is None or isinstance(value, bool | int | float):
             return value
         if isinstance(value, Mapping):
