@@ -37,9 +37,10 @@ _known: ContextVar[tuple[str, ...]] = ContextVar("auth0_events_personal_values",
 
 
 def mask(value: str) -> str:
-    """A stable, non-reversible stand-in for a personal value: ``masked:<8 hex>``.
+    """A stable stand-in for a personal value: ``masked:<8 hex>``, the start of its SHA-256.
 
-    A hash rather than asterisks, so lines about the same person can still be correlated.
+    A hash rather than asterisks, so lines about the same person can still be correlated. A pseudonym, not
+    anonymity: whoever has a candidate value (there are only 2**32 IPv4 addresses) can find its lines.
     """
     return "masked:" + hashlib.sha256(value.encode()).hexdigest()[:8]
 
