@@ -46,6 +46,10 @@ task_reject_on_worker_lost = True
 task_time_limit = _settings.task_time_limit
 task_soft_time_limit = max(1, _settings.task_time_limit - 15)
 
+# Every message on the work queues is checked before Celery takes it; one that is not this service's task
+# message (published by anyone with broker access) is dead-lettered with the reason (tasks/consumer.py).
+worker_consumer = "tasks.consumer:GuardedConsumer"
+
 # Flower sees tasks from the moment the receiver publishes them.
 worker_send_task_events = True
 task_send_sent_event = True

@@ -1,0 +1,94 @@
+"""The worker's consumer: every message on the work queues is checked before Celery takes it.
+
+Set by ``worker_consumer`` in celeryconfig.py. Celery's own handling trusts each message: some crash the
+worker (a deep record while it is pickled for the pool, a ``null`` body), some wedge it (an ETA in year
+9999 held unacked), some are acked and lost with their body logged (not JSON, an ``expires`` passed).
+Here each one is first checked (tasks/task_message.py); one that is not this service's task message is
+dead-lettered with the reason (tasks/refusal.py) and the worker takes the next. Celery's own callbacks for
+messages it cannot take (undecodable, unknown, invalid) dead-letter the same way instead of acking or
+rejecting without a word.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+from tasks.amqp_properties import install
+from tasks.models import utcnow
+from tasks.refusal import Refuser
+from tasks.settings import get_settings
+from tasks.task_message import decode_failure, max_body_bytes, message_problem
+
+logger = logging.getLogger(__name__)
+
+
+class GuardedConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer with a check in front of its task message handler (see the module's docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Before the first delivery is decoded (tasks/amqp_properties.py).
+        install()
+        settings = get_settings()
+        self.largest_body = max_body_bytes(settings.max_body_bytes)
+        self.refuser = Refuser(self.app, self.hostname, settings.publish_timeout)
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], None]:
+        """Celery's handler, called only for messages that pass the check."""
+        handle = super().create_task_handler(*args, **kwargs)
+        must_propagate = (*self.connection_errors, *self.channel_errors)
+
+        def on_task_received(message: Any) -> None:
+            problem = message_problem(message, utcnow(), self.largest_body)
+            if problem is not None:
+                self.refuse(message, problem)
+                return
+            try:
+                handle(message)
+            except must_propagate:
+                raise  # the consumer reconnects, and the broker redelivers what was not acked
+            except Exception as exc:  # noqa: BLE001 - a message must not stop the worker, even here
+                logger.exception("the worker could not take a checked message")
+                if not getattr(message, "acknowledged", True):
+                    self.refuse(message, f"the worker could not take it ({type(exc).__name__})")
+
+        return on_task_received
+
+    def refuse(self, message: Any, reason: str) -> None:
+        """Dead-letter ``message`` with ``reason``; the worker goes on."""
+        self.refuser.refuse(message, self._source_queue(message), reason)
+
+    def on_decode_error(self, message: Any, exc: BaseException) -> None:
+        """kombu could not convert or decode a message: dead-letter it (Celery logs its body and acks it)."""
+        self.refuse(message, f"its body cannot be decoded ({decode_failure(exc)})")
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        """Not a task message (Celery logs its body and rejects it without a reason)."""
+        self.refuse(message, "it is not a Celery task message")
+
+    def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:
+        """A task this worker does not know (Celery logs its body and rejects it without a reason)."""
+        self.refuse(message, "its task is not registered in this worker")
+
+    def on_invalid_task(self, body: Any, message: Any, exc: BaseException) -> None:
+        """A task message Celery finds invalid (Celery logs its body and rejects it without a reason)."""
+        self.refuse(message, f"Celery found it invalid ({type(exc).__name__})")
+
+    def shutdown(self) -> None:
+        """Close the refusals' connection too."""
+        super().shutdown()
+        self.refuser.close()
+
+    def _source_queue(self, message: Any) -> str | None:
+        """The queue the message was delivered from, by its consumer tag; None when unknown.
+
+        Not its routing key: a message delayed by native delayed delivery arrives with another one.
+        """
+        tag = (getattr(message, "delivery_info", None) or {}).get("consumer_tag")
+        # kombu keeps each queue's consumer tag only in this private mapping.
+        tags = getattr(self.task_consumer, "_active_tags", None) or {}
+        return next((queue for queue, queue_tag in tags.items() if queue_tag == tag), None)
