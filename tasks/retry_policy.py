@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
 from tasks.events import InvalidRecord
 from tasks.handlers import PermanentError, RetryableError
@@ -28,6 +30,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     SoftTimeLimitExceeded,
 )
 TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429})
+DATA_ERROR_REASON = "the database cannot store this event's data"
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,25 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot store the values it was given: they fail every time.
+
+    The database's own word (DataError: too long, a NUL, invalid JSON, out of range), text the driver
+    cannot encode (a lone surrogate), or a value a column type could not convert (SQLAlchemy wraps what
+    the type raised). A lost or refused connection (OperationalError, InterfaceError) is not one.
+    """
+    if isinstance(exc, DataError | UnicodeEncodeError):
+        return True
+    return (
+        isinstance(exc, StatementError)
+        and not isinstance(exc, DBAPIError)
+        and isinstance(exc.orig, ValueError)
+    )
+
+
 def classify(exc: BaseException) -> Kind:
     """Return whether ``exc`` is worth retrying."""
-    if isinstance(exc, PERMANENT_ERRORS):
+    if isinstance(exc, PERMANENT_ERRORS) or is_data_error(exc):
         return "permanent"
     if isinstance(exc, RetryableError):
         return "transient"  # the handler's explicit word beats any status code it carries
@@ -95,6 +114,8 @@ def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> flo
 def decide(policy: RetryPolicy, exc: BaseException, retries: int) -> Decision:
     """Decide the fate of an attempt that raised ``exc`` after ``retries`` earlier retries."""
     reason = describe_error(exc)
+    if is_data_error(exc):
+        return Decision("dead_letter", f"permanent error: {DATA_ERROR_REASON}: {reason}")
     if classify(exc) == "permanent":
         return Decision("dead_letter", f"permanent error: {reason}")
     if retries >= policy.max_retries:
@@ -117,6 +138,37 @@ def decide_redelivery(policy: RetryPolicy, retries: int) -> Decision:
 
 
 def describe_error(exc: BaseException) -> str:
-    """Return ``ExceptionType: message`` for logs and dead-letter reasons."""
-    message = str(exc).strip()
+    """Return ``ExceptionType: message`` for logs and dead-letter reasons; never raises.
+
+    A database error is named with the driver's error and the first line of its message only: not the
+    statement and its parameters (the event's user names and IPs), nor, for a DataError, the values the
+    database quotes in that line.
+    """
+    if isinstance(exc, StatementError):
+        return _describe_statement_error(exc)
+    message = _message(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _describe_statement_error(exc: StatementError) -> str:
+    orig = exc.orig
+    name = type(exc).__name__
+    if orig is None:
+        return name
+    if type(orig).__name__ != name:
+        name = f"{name} ({type(orig).__name__})"
+    message = next(iter(_message(orig).splitlines()), "")
+    if isinstance(exc, DataError):
+        message = _QUOTED.sub('"…"', message)
+    return f"{name}: {message}" if message else name
+
+
+# What PostgreSQL quotes in a data error's message is the offending value.
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc).strip()
+    except Exception:  # noqa: BLE001 - e.g. SQLAlchemy printing a parameter too long to print
+        return ""

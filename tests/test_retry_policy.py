@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from psycopg import errors
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import DataError, DisconnectionError, InterfaceError, OperationalError, StatementError
 
+from tasks.db import transaction
 from tasks.events import InvalidRecord
 from tasks.handlers import PermanentError, RetryableError
 from tasks.retry_policy import (
@@ -340,3 +345,93 @@ def test_redelivery_at_the_limit_is_dead_lettered(retries: int) -> None:
 def test_describe_error(exc: BaseException, text: str) -> None:
     """describe_error gives "Type: message", or just the type when there is no message."""
     assert describe_error(exc) == text
+
+
+# --- data the database cannot store ------------------------------------------------------------------------
+
+SECRET = "eve@example.com"
+INSERT = "INSERT INTO events (user_name) VALUES (%(user_name)s)"
+
+
+def _data_error(orig: Exception) -> DataError:
+    return DataError(INSERT, {"user_name": SECRET}, orig)
+
+
+def _unicode_error() -> UnicodeEncodeError:
+    try:
+        "eve\ud800".encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc
+    raise AssertionError("expected a UnicodeEncodeError")
+
+
+def _bind_error() -> StatementError:
+    # What SQLAlchemy raises when a type cannot convert a parameter (the JSON column's json.dumps here).
+    return StatementError("could not bind", INSERT, {"raw": 10**5000}, ValueError("Exceeds the limit"))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(_data_error(errors.StringDataRightTruncation("value too long")), id="too-long"),
+        pytest.param(_data_error(psycopg.DataError("cannot contain NUL (0x00) bytes")), id="nul"),
+        pytest.param(_data_error(errors.NumericValueOutOfRange("integer out of range")), id="out-of-range"),
+        pytest.param(_unicode_error(), id="UnicodeEncodeError"),
+        pytest.param(_bind_error(), id="unbindable-parameter"),
+    ],
+)
+def test_data_the_database_cannot_store_is_permanent(exc: BaseException) -> None:
+    """The same data fails the same way on every retry: dead-lettered at once, saying it is the data."""
+    decision = decide(POLICY, exc, retries=0)
+    assert decision.action == "dead_letter"
+    assert decision.reason.startswith("permanent error: the database cannot store this event's data: ")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(
+            OperationalError(INSERT, {}, psycopg.OperationalError("server closed")), id="operational"
+        ),
+        pytest.param(InterfaceError(INSERT, {}, psycopg.InterfaceError("connection lost")), id="interface"),
+        pytest.param(DisconnectionError("failed its ping"), id="disconnection"),
+    ],
+)
+def test_database_connection_trouble_stays_transient(exc: BaseException) -> None:
+    """A lost or refused connection is retried."""
+    assert classify(exc) == "transient"
+
+
+def test_database_error_reason_is_its_first_line_without_sql_or_values() -> None:
+    """The reason names the error, not the statement, its parameters or the values the database quotes."""
+    orig = errors.NumericValueOutOfRange(
+        f'value "{SECRET}" is out of range for type integer\n'
+        f"CONTEXT:  unnamed portal parameter $1 = '{SECRET}'"
+    )
+    reason = decide(POLICY, _data_error(orig), retries=0).reason
+    assert reason == (
+        "permanent error: the database cannot store this event's data: "
+        'DataError (NumericValueOutOfRange): value "…" is out of range for type integer'
+    )
+    assert describe_error(
+        OperationalError(INSERT, {"user_name": SECRET}, psycopg.OperationalError("gone"))
+    ) == ("OperationalError: gone")
+
+
+def test_describing_an_error_never_fails() -> None:
+    """An error whose own text cannot be built (SQLAlchemy prints an integer too long to print) is named."""
+    assert describe_error(_bind_error()) == "StatementError (ValueError): Exceeds the limit"
+    wrapped = StatementError("could not bind", INSERT, {"raw": 10**5000}, RuntimeError("x"))
+    with pytest.raises(ValueError, match="integer string conversion"):
+        str(wrapped)
+    assert describe_error(wrapped) == "StatementError (RuntimeError): x"
+
+
+def test_a_real_postgresql_data_error_is_permanent(postgres_url: str) -> None:
+    """PostgreSQL refusing a NUL is classified permanent, its reason free of the value."""
+    with pytest.raises(DataError) as caught, transaction(postgres_url) as connection:
+        connection.execute(text("SELECT CAST(:value AS text)"), {"value": f"{SECRET}\x00"})
+    decision = decide(POLICY, caught.value, retries=0)
+    assert decision.action == "dead_letter"
+    assert SECRET not in decision.reason
+    assert "NUL" in decision.reason
