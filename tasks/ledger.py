@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Delete, Select, Table, Update, bindparam, del
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tasks.events import Auth0Event
-from tasks.models import Event, HandlerRun
+from tasks.models import Event, HandlerRun, fit
 
 EVENTS = cast(Table, Event.__table__)
 RUNS = cast(Table, HandlerRun.__table__)
@@ -106,15 +106,19 @@ def _sql(connection: Connection) -> _Statements:
 
 
 def record_attempt(connection: Connection, event: Auth0Event, received_at: datetime, now: datetime) -> None:
-    """Store the event on first sight (its fields and raw record) and count this processing attempt."""
+    """Store the event on first sight (its fields and raw record) and count this processing attempt.
+
+    The searchable copies of type, user_id, user_name, client_id and ip are cut to their columns' length;
+    raw keeps them whole. (The log_id is never cut: parse_event refuses one longer than its column.)
+    """
     values = {
         "log_id": event.log_id,
-        "type": event.type,
+        "type": fit(EVENTS.c.type, event.type),
         "date": event.date,
-        "user_id": event.user_id,
-        "user_name": event.user_name,
-        "client_id": event.client_id,
-        "ip": event.ip,
+        "user_id": fit(EVENTS.c.user_id, event.user_id),
+        "user_name": fit(EVENTS.c.user_name, event.user_name),
+        "client_id": fit(EVENTS.c.client_id, event.client_id),
+        "ip": fit(EVENTS.c.ip, event.ip),
         "raw": dict(event.raw),
         "received_at": received_at,
         "state": "processing",

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Index, Integer, String, Text
+from sqlalchemy import JSON, ColumnElement, DateTime, Dialect, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-# Auth0 log_ids are 56 digits today; leave room for a change of format.
-LOG_ID = String(128)
+from tasks.events import MAX_LOG_ID_LENGTH
+
+# Auth0 log_ids are 56 digits today; leave room for a change of format (longer ones are invalid records).
+LOG_ID = String(MAX_LOG_ID_LENGTH)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -32,6 +34,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def fit(column: ColumnElement[Any], value: str) -> str:
+    """Return ``value`` cut to the length of the String table ``column`` (PostgreSQL refuses longer ones).
+
+    A table's column (``Event.__table__.c.ip``), not the ORM attribute: reading the type through
+    ``Event.ip`` takes about 6 µs against 1 µs, and the ledger fits five columns per event.
+    """
+    length = getattr(column.type, "length", None)
+    return value[:length] if length else value
 
 
 def utcnow() -> datetime:

@@ -520,9 +520,12 @@ def alert_queue() -> str:
     return f"test.alerts.{uuid.uuid4().hex[:8]}"
 
 
-def start_alert_worker(start_worker: Any, queue: str, webhook: FakeWebhook) -> Any:
+def start_alert_worker(
+    start_worker: Any, queue: str, webhook: FakeWebhook, database_url: str | None = None
+) -> Any:
     """A real worker with the alerts enabled: threshold 3 in 300 s, posting to the fake webhook."""
     env = {
+        **({"DATABASE_URL": database_url} if database_url else {}),
         "AUTH0_EVENTS_ROUTES": f"f={queue},pwd_leak={queue}",
         "AUTH0_EVENTS_ALERT_WEBHOOK_URL": webhook.url,
         "AUTH0_EVENTS_ALERT_THRESHOLD": "3",
@@ -576,3 +579,73 @@ def test_worker_retries_an_alert_the_webhook_refused_with_503(
     assert [post.reply.status for post in webhook.received()] == [503, 200]
     assert f"failed logins from IP {ip}" in body["text"]
     assert "alert webhook answered 503: try later" in worker.log_text()
+
+
+# --- user names typed by an attacker: too long, NUL, lone surrogates ---------------------------------------
+
+
+@pytest.fixture
+def hostile_user_names() -> dict[str, str]:
+    """User names the ledger cannot store as typed, of this test's own; each must count against its own key.
+
+    The two long ones differ only past the 255 characters the archive's column holds.
+    """
+    tag = uuid.uuid4().hex
+    return {
+        "300 characters": tag + "x" * 267 + "1",
+        "300 characters, another": tag + "x" * 267 + "2",
+        "NUL": f"{tag}\x00a@example.com",
+        "lone surrogate": f"{tag}\ud800b@example.com",
+    }
+
+
+def failed_logins_by_name(user_name: str, count: int, start: datetime) -> list[dict[str, Any]]:
+    """``count`` failed logins against ``user_name`` (no user_id), each from an IP of its own."""
+    return [
+        make_record("f", ip=f"10.{n}.{uuid.uuid4().int % 256}.{uuid.uuid4().int % 256}", user_id="",
+                    user_name=user_name, date=iso(start + seconds(n)))
+        for n in range(count)
+    ]  # fmt: skip
+
+
+def test_hostile_user_names_alert_once_each(
+    database_url: str, config: AlertConfig, webhook: FakeWebhook, hostile_user_names: dict[str, str]
+) -> None:
+    """THRESHOLD failures against each name send one alert each; two long names never share a key."""
+    start = datetime.now(UTC)
+    for user_name in hostile_user_names.values():
+        for record in failed_logins_by_name(user_name, THRESHOLD, start):
+            alert_for_event(parse_event(record), config, database_url)
+    bodies = webhook.delivered()
+    assert len(bodies) == len(hostile_user_names)
+    assert all(f"{THRESHOLD} failed logins against user" in body["text"] for body in bodies)
+
+
+@pytest.mark.worker
+def test_worker_alerts_on_failed_logins_with_hostile_user_names(
+    start_worker: Any,
+    make_app: Any,
+    alert_queue: str,
+    webhook: FakeWebhook,
+    database_url: str,
+    hostile_user_names: dict[str, str],
+) -> None:
+    """Through the receiver and a real worker on each database: one alert per hostile user name."""
+    worker = start_alert_worker(start_worker, alert_queue, webhook, database_url)
+    client = make_app(routes=f"f={alert_queue}").test_client()
+    start = datetime.now(UTC)
+    records = [
+        record
+        for user_name in hostile_user_names.values()
+        for record in failed_logins_by_name(user_name, THRESHOLD, start)
+    ]
+    response = client.post("/webhooks/auth0", data=as_jsonl(records), headers={"Authorization": TEST_TOKEN})
+    assert response.json["accepted"] == len(records), response.json
+    wait_for(lambda: succeeded(worker) == len(records), 60, 0.1, "the worker to process every event")
+    bodies = webhook.delivered()
+    assert len(bodies) == len(hostile_user_names)
+    texts = " ".join(body["text"] for body in bodies)
+    tag = hostile_user_names["NUL"][:32]
+    assert f"against user {tag}\ufffda@example.com" in texts
+    assert f"against user {tag}\ufffdb@example.com" in texts
+    assert "retrying event" not in worker.log_text()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tasks.events import Auth0Event, InvalidRecord, normalize_record, parse_event
+from tasks.events import Auth0Event, InvalidRecord, normalize_record, parse_event, storable_text
 
 LOG_ID = "90020211103082515482106767167326018758436529088273317970"
 
@@ -284,3 +284,82 @@ def test_repr_leaves_out_raw_and_details() -> None:
     event = parse_event(envelope(details={"secret": "do-not-log"}))
     assert "do-not-log" not in repr(event)
     assert isinstance(event, Auth0Event)
+
+
+# --- text and numbers no database stores ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        pytest.param("eve\x00@example.com", "eve\ufffd@example.com", id="nul"),
+        pytest.param("eve\ud800", "eve\ufffd", id="lone-high-surrogate"),
+        pytest.param("\udfffeve", "\ufffdeve", id="lone-low-surrogate"),
+        pytest.param("\ud83d\ude00", "\U0001f600", id="split-pair-joined"),
+        pytest.param("ascii only", "ascii only", id="unchanged"),
+        pytest.param("Zoë 日本", "Zoë 日本", id="unicode-unchanged"),
+    ],
+)
+def test_text_no_database_stores_is_replaced_everywhere(sent: str, kept: str) -> None:
+    """NUL and lone surrogates become U+FFFD in the typed fields and in raw, keys included."""
+    record = envelope(user_name=sent, details={sent: [sent, {"deep": sent}]}, scope=["openid", sent])
+    event = parse_event(record)
+    assert event.user_name == kept
+    assert event.data["user_name"] == kept
+    assert event.details == {kept: [kept, {"deep": kept}]}
+    assert event.scopes[-1] == kept
+    assert record["data"]["user_name"] == sent  # the caller's record is left alone
+
+
+def test_storable_text_is_encodable_for_every_database() -> None:
+    """storable_text's result always encodes as UTF-8 and holds no NUL."""
+    for value in ["\x00", "\ud800\x00\udc00", "a\udcff", "\ud800\ud800\udc00"]:
+        kept = storable_text(value)
+        assert "\x00" not in kept
+        kept.encode("utf-8")
+
+
+def test_a_deep_record_is_cleaned_without_recursion() -> None:
+    """Cleaning walks the record iteratively: a nesting deeper than Python's recursion limit is no crash."""
+    deep: Any = "\x00"
+    for _ in range(5000):
+        deep = [deep]
+    event = parse_event(envelope(details={"deep": deep}))
+    inner = event.details["deep"]
+    for _ in range(5000):
+        inner = inner[0]
+    assert inner == "\ufffd"
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_a_number_json_cannot_carry_makes_the_record_invalid(number: float) -> None:
+    """NaN and Infinity (what 1e999 parses to) are no JSON: InvalidRecord, dead-lettered at once."""
+    with pytest.raises(InvalidRecord, match="a number JSON cannot carry"):
+        parse_event(envelope(details={"score": [1, {"x": number}]}))
+
+
+@pytest.mark.parametrize(
+    ("log_id", "message"),
+    [
+        pytest.param("9" * 129, "'log_id' is longer than 128 characters", id="too-long"),
+        pytest.param("900\x0012", "'log_id' holds a character no database stores", id="nul"),
+        pytest.param("900\ud80012", "'log_id' holds a character no database stores", id="lone-surrogate"),
+    ],
+)
+def test_a_log_id_the_ledger_cannot_key_on_is_invalid(log_id: str, message: str) -> None:
+    """The log_id is the ledger's key: it is refused rather than cut or changed into another event's."""
+    with pytest.raises(InvalidRecord, match=message):
+        normalize_record({"log_id": log_id, "data": {"type": "s"}})
+
+
+def test_a_log_id_of_128_characters_is_valid() -> None:
+    """128 characters, the column's length, is the longest accepted."""
+    assert normalize_record({"log_id": "9" * 128, "data": {"type": "s"}})["log_id"] == "9" * 128
+
+
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_date_outside_the_utc_range_becomes_none(value: str) -> None:
+    """A date in year 10000 or 0 once in UTC is unparsable: date None, raw keeps it."""
+    event = parse_event(envelope(date=value))
+    assert event.date is None
+    assert event.data["date"] == value

@@ -173,3 +173,29 @@ def state_of(database_url: str, log_id: str) -> str:
     """The event's recorded state."""
     with transaction(database_url) as connection:
         return str(connection.execute(select(Event.state).where(Event.log_id == log_id)).scalar_one())
+
+
+def test_over_long_fields_are_cut_to_their_columns_and_raw_keeps_them(database_url: str) -> None:
+    """user_name, user_id, client_id (255), ip and type (64) are cut in their columns; raw holds all."""
+    long = "x" * 299 + "y"
+    record = make_record("t" * 70, user_name=long, user_id=long, client_id=long, ip="2001:db8:" + "1" * 70)
+    event = parse_event(record)
+    with transaction(database_url) as connection:
+        record_attempt(connection, event, NOW, NOW)
+    with session_scope(database_url) as session:
+        row = session.scalars(select(Event).where(Event.log_id == event.log_id)).one()
+        assert (row.user_name, row.user_id, row.client_id) == (long[:255], long[:255], long[:255])
+        assert (row.ip, row.type) == (record["data"]["ip"][:64], "t" * 64)
+        assert row.raw == record
+
+
+def test_text_with_nul_or_lone_surrogates_is_stored(database_url: str) -> None:
+    """The event handlers see, NUL and lone surrogates replaced, is what the ledger stores, raw included."""
+    record = make_record("f", user_name="eve\x00\ud800", details={"a\x00": "\udc00"})
+    event = parse_event(record)
+    with transaction(database_url) as connection:
+        record_attempt(connection, event, NOW, NOW)
+    with session_scope(database_url) as session:
+        row = session.scalars(select(Event).where(Event.log_id == event.log_id)).one()
+        assert row.user_name == "eve\ufffd\ufffd"
+        assert row.raw["data"]["details"] == {"a\ufffd": "\ufffd"}
