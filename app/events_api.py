@@ -15,6 +15,7 @@ from app.auth import is_authorized
 from app.errors import ApiError, Unauthorized
 from tasks import archive
 from tasks.db import session_scope
+from tasks.retry_policy import describe_error
 from tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,11 @@ def search_events() -> tuple[Response, int]:
 
 @bp.get("/events/<log_id>")
 def get_event(log_id: str) -> tuple[Response, int]:
-    """The archived event with its raw record; 404 when the log_id is unknown."""
+    """The archived event with its raw record; 404 when the log_id is unknown, 400 when none can have it."""
+    try:
+        archive.check_text(log_id, "log_id")
+    except archive.InvalidQuery as exc:
+        raise InvalidParameter(str(exc), parameter=exc.parameter) from exc
     with _archive_session() as session:
         event = archive.get_event(session, log_id)
         if event is None:
@@ -152,5 +157,6 @@ def _archive_session() -> Iterator[Session]:
         with session_scope(_settings().database_url, read_only=True) as session:
             yield session
     except SQLAlchemyError as exc:
-        logger.error("event archive query failed: %s", exc)
+        # describe_error leaves out the statement's parameters: the searched user names and IPs.
+        logger.error("event archive query failed: %s", describe_error(exc))
         raise DatabaseUnavailable("the event archive's database cannot be queried now") from exc

@@ -102,6 +102,10 @@ def search(
 @database_option
 def show(log_id: str, as_json: bool, database_url: str) -> None:
     """Show everything archived about one event, its raw record included."""
+    try:
+        archive.check_text(log_id, "log_id")
+    except archive.InvalidQuery as exc:
+        raise click.BadParameter(exc.message, param_hint="'LOG_ID'") from exc
     with _archive_session(database_url) as session:
         event = archive.get_event(session, log_id)
         if event is None:

@@ -16,17 +16,23 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Table, and_, or_, select
 from sqlalchemy.orm import Session
 
-from tasks.models import Event
+from tasks.events import storable_text
+from tasks.models import Event, fit
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 STATES = ("received", "processing", "retrying", "processed", "dead_lettered")
 NEWEST_FIRST = (Event.date.desc().nulls_last(), Event.id.desc())
+EVENTS = cast(Table, Event.__table__)
+#: events.id is an Integer: PostgreSQL's holds at most 2**31 - 1, and refuses to compare with more.
+MAX_EVENT_ID = 2**31 - 1
+#: A cursor this page issues is under 70 characters; a longer one is refused before it is decoded.
+MAX_CURSOR_LENGTH = 128
 
 
 class InvalidQuery(ValueError):
@@ -63,6 +69,9 @@ class EventFilters:
             raise InvalidQuery("state", f"must be one of {', '.join(STATES)}, not {self.state!r}")
         if self.since is not None and self.until is not None and _utc(self.since) >= _utc(self.until):
             raise InvalidQuery("until", "must be later than since")
+        for parameter, value in (("user", self.user), ("ip", self.ip), *(("type", t) for t in self.types)):
+            if value is not None:
+                check_text(value, parameter)
         if self.after is not None:
             decode_cursor(self.after)
 
@@ -88,8 +97,24 @@ def search_events(session: Session, filters: EventFilters) -> Page:
 
 
 def get_event(session: Session, log_id: str) -> Event | None:
-    """Return the archived event with this ``log_id``, or None when none is stored."""
+    """Return the archived event with this ``log_id``, or None when none is stored.
+
+    Raises InvalidQuery naming log_id when it holds a character no stored event holds.
+    """
+    check_text(log_id, "log_id")
     return session.scalar(select(Event).where(Event.log_id == log_id))
+
+
+def check_text(value: str, parameter: str) -> None:
+    """Raise InvalidQuery naming ``parameter`` when ``value`` holds a NUL or a lone surrogate.
+
+    The workers store such characters as U+FFFD, so nothing stored holds them, and PostgreSQL refuses
+    a NUL even in a query.
+    """
+    if storable_text(value) != value:
+        raise InvalidQuery(
+            parameter, "holds a character no stored event holds (NUL or a lone surrogate; stored as U+FFFD)"
+        )
 
 
 def event_to_dict(event: Event, include_raw: bool = False) -> dict[str, Any]:
@@ -131,7 +156,10 @@ def parse_time(value: str, parameter: str) -> datetime:
         raise InvalidQuery(
             parameter, f"{value!r} is not an ISO 8601 date or time (e.g. 2026-11-20 or 2026-11-20T00:00Z)"
         ) from None
-    return _utc(parsed)
+    try:
+        return _utc(parsed)
+    except OverflowError:
+        raise InvalidQuery(parameter, f"{value!r} is before year 1 or after year 9999 in UTC") from None
 
 
 def parse_types(values: Iterable[str]) -> tuple[str, ...]:
@@ -148,23 +176,27 @@ def encode_cursor(event: Event) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime | None, int]:
     """Return the (date, id) position in ``cursor``; raises InvalidQuery when no page could have sent it."""
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:  # so that no nesting or size reaches the JSON decoder
+            raise ValueError(cursor)
         position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         date, event_id = position
-        if not isinstance(event_id, int) or isinstance(event_id, bool):
+        if not isinstance(event_id, int) or isinstance(event_id, bool) or not 1 <= event_id <= MAX_EVENT_ID:
             raise TypeError(event_id)
         return (None if date is None else _utc(datetime.fromisoformat(date))), event_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError):
         raise InvalidQuery("after", "is not a cursor from a previous page (use the 'next' value)") from None
 
 
 def _conditions(filters: EventFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filters.types:
-        conditions.append(Event.type.in_(filters.types))
+        conditions.append(Event.type.in_([fit(EVENTS.c.type, code) for code in filters.types]))
+    # The columns hold the first characters of an over-long value: so does the value searched for.
     if filters.user:
-        conditions.append(or_(Event.user_id == filters.user, Event.user_name == filters.user))
+        user_id, user_name = fit(EVENTS.c.user_id, filters.user), fit(EVENTS.c.user_name, filters.user)
+        conditions.append(or_(Event.user_id == user_id, Event.user_name == user_name))
     if filters.ip:
-        conditions.append(Event.ip == filters.ip)
+        conditions.append(Event.ip == fit(EVENTS.c.ip, filters.ip))
     if filters.since is not None:
         conditions.append(Event.date >= _utc(filters.since))
     if filters.until is not None:

@@ -733,3 +733,79 @@ def test_cli_unmigrated_database_fails_cleanly(tmp_path: Path) -> None:
     (tmp_path / "empty.sqlite3").touch()
     result = run_cli("show", "123", "--database-url", f"sqlite:///{tmp_path / 'empty.sqlite3'}")
     assert_clean_error(result, 1, "auth0-events db upgrade")
+
+
+# --- edge values: every one is a 400 (API) or a usage error (CLI) naming its parameter ------------------
+
+NESTED_CURSOR = b64("[" * 1500)
+EDGE_QUERIES = [
+    pytest.param("since=9999-12-31T23:59:59-14:00", "since", id="since-past-year-9999-in-utc"),
+    pytest.param("until=0001-01-01T00:00:00%2B14:00", "until", id="until-before-year-1-in-utc"),
+    pytest.param("after=" + b64('["9999-12-31T23:59:59-14:00", 5]'), "after", id="cursor-date-past-9999"),
+    pytest.param("after=" + NESTED_CURSOR, "after", id="cursor-nested-1500-deep"),
+    pytest.param("after=" + b64('["2026-11-21T09:30:00Z", 2147483648]'), "after", id="cursor-id-2**31"),
+    pytest.param("after=" + b64("[null, 99999999999999999999]"), "after", id="cursor-id-huge"),
+    pytest.param("after=" + b64("[null, 0]"), "after", id="cursor-id-0"),
+    pytest.param("user=eve%00", "user", id="nul-in-user"),
+    pytest.param("ip=192.0.2.1%00", "ip", id="nul-in-ip"),
+    pytest.param("type=f%00", "type", id="nul-in-type"),
+]
+
+
+@pytest.mark.parametrize(("query", "parameter"), EDGE_QUERIES)
+def test_api_edge_value_is_400_naming_it(api: Any, query: str, parameter: str) -> None:
+    """Values no stored event could match or no database takes are answered 400, on both databases."""
+    response = api.get(f"/events?{query}", headers=AUTH)
+    assert response.status_code == 400, response.json
+    assert (response.json["error"], response.json["parameter"]) == ("invalid_parameter", parameter)
+
+
+def test_api_log_id_with_nul_is_400(api: Any) -> None:
+    """GET /events/<log_id> with a NUL in the log_id: 400 naming log_id (PostgreSQL refused it: 503)."""
+    response = api.get("/events/9002026%00", headers=AUTH)
+    assert response.status_code == 400, response.json
+    assert (response.json["error"], response.json["parameter"]) == ("invalid_parameter", "log_id")
+
+
+def test_api_finds_an_event_by_the_whole_of_an_over_long_user_name(api: Any, database_url: str) -> None:
+    """The column holds the first 255 characters of a long user name: a search for all of it finds it."""
+    long = "x" * 299 + "y"
+    log_id = store(database_url, Stored("long", "f", "", long, "192.0.2.77", D1, "processed"))
+    for value in (long, long[:255]):
+        response = api.get(f"/events?user={value}", headers=AUTH)
+        assert [event["log_id"] for event in response.json["events"]] == [log_id]
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--since", "9999-12-31T23:59:59-14:00"], "'--since'"),
+        (["--after", NESTED_CURSOR], "'--after'"),
+        (["--after", b64('["2026-11-21T09:30:00Z", 2147483648]')], "'--after'"),
+        (["--user", "eve\udcff"], "'--user'"),  # a byte that is not UTF-8 in argv becomes a lone surrogate
+        (["--ip", "192.0.2.1\x00"], "'--ip'"),
+    ],
+    ids=["since-past-9999", "nested-cursor", "cursor-id-2**31", "user-not-utf8", "ip-nul"],
+)
+def test_cli_search_edge_value_fails_cleanly(args: list[str], option: str) -> None:
+    """Each edge value exits 2 naming the option, before touching the database."""
+    result = run_cli("search", "--database-url", UNREACHABLE_URL, *args)
+    assert_clean_error(result, 2, f"Invalid value for {option}")
+
+
+@pytest.mark.parametrize("log_id", ["9002026\udcff", "9002026\x00"], ids=["not-utf8", "nul"])
+def test_cli_show_unstorable_log_id_fails_cleanly(log_id: str) -> None:
+    """show of a log_id no event can have exits 2 naming it, before touching the database."""
+    result = run_cli("show", log_id, "--database-url", UNREACHABLE_URL)
+    assert_clean_error(result, 2, "Invalid value for 'LOG_ID'")
+
+
+@pytest.mark.parametrize(
+    ("filters", "parameter"),
+    [({"user": "eve\x00"}, "user"), ({"ip": "\ud800"}, "ip"), ({"types": ("f", "f\x00")}, "type")],
+)
+def test_filters_no_database_takes_are_refused(filters: dict[str, Any], parameter: str) -> None:
+    """A NUL or a lone surrogate in a text filter raises InvalidQuery naming it."""
+    with pytest.raises(InvalidQuery, match="no stored event holds") as caught:
+        EventFilters(**filters)
+    assert caught.value.parameter == parameter
