@@ -40,7 +40,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "AUTH0_EVENTS_BENCH_POSTGRES_URL",
     os.environ.get("AUTH0_EVENTS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
 )
-BENCH_TOKEN = "bench-stream-token-7c2e"  # noqa: S105 - the private vhost's own
+BENCH_TOKEN = "bench-stream-token-7c2e-private-vhost-0001"  # noqa: S105 - the private vhost's own
 # The codes of the default AUTH0_EVENTS_ROUTES, each to a bench queue, and every other code to one more:
 # every record of the realistic mix is accepted, spread over queues as in production.
 DEFAULT_CODES = (
