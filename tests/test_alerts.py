@@ -649,3 +649,17 @@ def test_worker_alerts_on_failed_logins_with_hostile_user_names(
     assert f"against user {tag}\ufffda@example.com" in texts
     assert f"against user {tag}\ufffdb@example.com" in texts
     assert "retrying event" not in worker.log_text()
+
+
+@pytest.mark.parametrize(
+    "date", ["9999-12-31T23:59:59.999Z", "0001-01-01T00:00:00.000Z"], ids=["last", "first"]
+)
+def test_failures_dated_at_the_edge_of_time_alert_once(
+    database_url: str, config: AlertConfig, webhook: FakeWebhook, user: str, date: str
+) -> None:
+    """Events dated at the first or last instant a date can hold: the window around them does not overflow."""
+    for _ in range(THRESHOLD + 1):
+        record = make_record("f", ip="", user_id=user, date=date)
+        alert_for_event(parse_event(record), config, database_url)
+    [body] = webhook.delivered()
+    assert f"{THRESHOLD} failed logins against user {user}" in body["text"]

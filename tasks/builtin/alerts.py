@@ -56,6 +56,7 @@ HIT_RETENTION = timedelta(days=1)
 #: How many log_ids one alert lists.
 MAX_LISTED_LOG_IDS = 10
 TRANSIENT_STATUSES = frozenset({408, 429})
+_FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 USER_AGENT = "auth0-events-alerts"
 
 
@@ -167,6 +168,14 @@ def event_time(event: Auth0Event, now: datetime | None = None) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
+def shift(at: datetime, delta: timedelta) -> datetime:
+    """Return ``at + delta``, held within the dates Python can hold (an event may be dated at their edge)."""
+    try:
+        return at + delta
+    except OverflowError:
+        return _LAST if delta > timedelta(0) else _FIRST
+
+
 def alert_keys(event: Auth0Event) -> list[AlertKey]:
     """Return the keys the event counts against, sorted (the order incident rows are locked in).
 
@@ -243,7 +252,7 @@ def count_in_window(session: Session, key: str, at: datetime, window: timedelta)
     rows = session.execute(
         select(AlertHit.log_id, AlertHit.occurred_at, Event.type)
         .outerjoin(Event, Event.log_id == AlertHit.log_id)
-        .where(AlertHit.key == key, AlertHit.occurred_at.between(at - window, at + window))
+        .where(AlertHit.key == key, AlertHit.occurred_at.between(shift(at, -window), shift(at, window)))
         .order_by(AlertHit.occurred_at, AlertHit.log_id)
     ).all()
     hits = [Hit(log_id, occurred_at, type_) for log_id, occurred_at, type_ in rows]
@@ -252,7 +261,7 @@ def count_in_window(session: Session, key: str, at: datetime, window: timedelta)
     for start, first in enumerate(times):
         if first > at:
             break
-        end = bisect.bisect_right(times, first + window)
+        end = bisect.bisect_right(times, shift(first, window))
         if end - start >= best[1] - best[0]:
             best = (start, end)
     return WindowCount(best[1] - best[0], tuple(hits[best[0] : best[1]]))
@@ -304,12 +313,12 @@ def _decide(
 ) -> IncidentDecision:
     if row.opened_by == log_id:
         return IncidentDecision("opened", IncidentState.of(row))
-    if row.opened_at - window <= at <= row.last_seen_at + window:
+    if shift(row.opened_at, -window) <= at <= shift(row.last_seen_at, window):
         row.last_seen_at = max(row.last_seen_at, at)
         if new_hit:
             row.events += 1
         return IncidentDecision("extended", IncidentState.of(row))
-    if at < row.opened_at - window:
+    if at < shift(row.opened_at, -window):
         return IncidentDecision("stale", IncidentState.of(row))
     if not reached:
         return IncidentDecision("none", IncidentState.of(row))
@@ -345,7 +354,7 @@ def evaluate_event(event: Auth0Event, config: AlertConfig, url: str | None = Non
     with session_scope(url) as session:
         new_hits = {k.key: record_hit(session, k.key, event.log_id, at) for k in keys}
         for k in keys:
-            prune_hits(session, at - config.window - HIT_RETENTION, key=k.key)
+            prune_hits(session, shift(at, -(config.window + HIT_RETENTION)), key=k.key)
     alerts = []
     with session_scope(url) as session:
         for k in keys:  # sorted, so two events lock shared incident rows in the same order
