@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+import re
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from json.decoder import scanstring  # type: ignore[attr-defined]  # not in typeshed; the C scanner
+from json.scanner import NUMBER_RE
 from typing import Any
 
+from tasks.record_limits import TOO_DEEP, too_long_integer
+
 _DECODER = json.JSONDecoder()
-_WHITESPACE = " \t\n\r"
+# The C scanner behind json.loads, called directly: raw_decode's Python wrapper was a third of the cost
+# of a body of tiny records.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_BLANKS = frozenset(" \t\n\r")  # a set, so that the empty string (the end of the text) is not in it
+_SEPARATOR = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_CLOSER = {"[": "]", "{": "}"}
+
+#: A record with its place in the decoded body: the value and the offsets of its text.
+Span = tuple[Any, int, int]
 
 
 class PayloadError(ValueError):
@@ -19,6 +35,15 @@ class PayloadError(ValueError):
         self.reason = message
         self.line = line
         self.column = column
+
+
+@dataclass(frozen=True)
+class UnreadValue:
+    """Stands for a value Python's parser could not build although the body is JSON: nested past its
+    recursion limit, or an integer over Python's digit limit. Its text is kept, and the intake quarantines
+    it with ``reason``."""
+
+    reason: str
 
 
 def parse_body(body: bytes) -> list[Any]:
@@ -42,11 +67,18 @@ def decode_body(body: bytes) -> str:
 
 
 def iter_records(text: str) -> Iterator[Any]:
-    """Yield the records of a decoded body one at a time, as parse_body returns them.
+    """Yield the records of a decoded body one at a time, as parse_body returns them."""
+    for value, _start, _end in iter_spans(text):
+        yield value
+
+
+def iter_spans(text: str) -> Iterator[Span]:
+    """Yield each record of a decoded body with the offsets of its text, ``text[start:end]``.
 
     A top-level array is read item by item, so a large body never exists as Python objects all at once
-    (the receiver handles it in slices). Raises PayloadError when it reaches malformed JSON: a caller
-    that must not act on half a body reads it through once before acting.
+    (the receiver handles it in slices). A value Python cannot build is yielded as an UnreadValue.
+    Raises PayloadError when it reaches malformed JSON: a caller that must not act on half a body reads
+    it through once before acting.
     """
     position = _skip_whitespace(text, 0)
     if position == len(text):
@@ -55,37 +87,89 @@ def iter_records(text: str) -> Iterator[Any]:
         if text[position] == "[":
             position = yield from _array_items(text, position + 1)
         else:
-            value, position = _decode_value(text, position)
-            yield value
-        position = _skip_whitespace(text, position)
+            try:
+                value, end = _SCAN(text, position)
+            except (StopIteration, ValueError, RecursionError) as failure:
+                value, end = _unscanned(text, position, failure)
+            yield value, position, end
+            position = end
+        if text[position : position + 1] in _BLANKS:  # one newline between JSON Lines: no regex for it
+            position += 1
+            if text[position : position + 1] in _BLANKS:
+                position = _skip_whitespace(text, position)
 
 
-def _array_items(text: str, position: int) -> Generator[Any, None, int]:
+def _array_items(text: str, position: int) -> Generator[Span, None, int]:
     # json has no incremental parser for an array's items; this is the grammar of one, with the
-    # standard decoder for each item and its messages for the errors.
+    # standard decoder for each item and its messages for the errors. It runs once per record (millions
+    # of times for a body of tiny ones), so the compact separators are checked before any regex.
     position = _skip_whitespace(text, position)
     if text.startswith("]", position):
         return position + 1
     while True:
-        value, position = _decode_value(text, position)
-        yield value
-        position = _skip_whitespace(text, position)
-        if text.startswith("]", position):
-            return position + 1
-        if not text.startswith(",", position):
-            raise _error("Expecting ',' delimiter", text, position)
-        position = _skip_whitespace(text, position + 1)
+        try:
+            value, end = _SCAN(text, position)
+        except (StopIteration, ValueError, RecursionError) as failure:
+            value, end = _unscanned(text, position, failure)
+        yield value, position, end
+        following = text[end : end + 1]
+        if following == ",":
+            position = end + 1
+            if text[position : position + 1] in _BLANKS:
+                position = _skip_whitespace(text, position)
+        elif following == "]":
+            return end + 1
+        elif separator := _SEPARATOR.match(text, end):
+            if separator.group(1) == "]":
+                return separator.end(1)
+            position = separator.end()
+        else:
+            raise _error("Expecting ',' delimiter", text, _skip_whitespace(text, end))
 
 
-def _decode_value(text: str, position: int) -> tuple[Any, int]:
-    try:
-        value, end = _DECODER.raw_decode(text, position)
-    except json.JSONDecodeError as exc:
-        raise PayloadError(exc.msg, exc.lineno, exc.colno) from exc
-    except RecursionError as exc:
-        # Python's decoder recurses per nesting level; a hostile body must still get a 400.
-        raise PayloadError("JSON is nested too deeply") from exc
-    return value, end
+def _unscanned(text: str, position: int, failure: Exception) -> tuple[Any, int]:
+    """The value at ``position`` after json's scanner refused it: an UnreadValue and where it ends when
+    the JSON is valid but Python cannot build it, else PayloadError saying where the JSON is wrong."""
+    if isinstance(failure, StopIteration):
+        raise _error("Expecting value", text, failure.value) from None
+    if isinstance(failure, json.JSONDecodeError):
+        raise PayloadError(failure.msg, failure.lineno, failure.colno) from failure
+    if isinstance(failure, RecursionError):
+        # Python's decoder recurses per nesting level; the value is delimited without recursion instead.
+        return UnreadValue(TOO_DEEP), _value_end(text, position)
+    # The only other refusal of valid JSON: int() of more digits than sys.get_int_max_str_digits().
+    if "integer string conversion" not in str(failure):
+        raise _error(str(failure), text, position) from failure
+    return UnreadValue(too_long_integer()), _value_end(text, position)
+
+
+def _value_end(text: str, start: int) -> int:
+    """Where the value at ``start`` ends, found without recursion: strings are skipped with json's own
+    scanner and brackets matched on a stack. Only the brackets are checked, not what lies between them
+    (the value is kept as text, not used). Raises PayloadError at a mismatched or missing bracket."""
+    if text[start] not in _CLOSER:
+        number = NUMBER_RE.match(text, start)
+        if number is None:
+            raise _error("Expecting value", text, start)
+        return number.end()
+    expected: list[str] = []
+    position = start
+    while match := _STRUCTURE.search(text, position):
+        char, position = match.group(), match.end()
+        if char == '"':
+            try:
+                position = scanstring(text, position)[1]
+            except json.JSONDecodeError as exc:
+                raise PayloadError(exc.msg, exc.lineno, exc.colno) from exc
+        elif char in _CLOSER:
+            expected.append(_CLOSER[char])
+        else:
+            closer = expected.pop()  # never empty here: the search starts at the opening bracket
+            if char != closer:
+                raise _error(f"Expecting {closer!r}", text, match.start())
+            if not expected:
+                return position
+    raise _error(f"Unterminated value starting with {text[start]!r}", text, start)
 
 
 def _error(message: str, text: str, position: int) -> PayloadError:
@@ -94,6 +178,4 @@ def _error(message: str, text: str, position: int) -> PayloadError:
 
 
 def _skip_whitespace(text: str, position: int) -> int:
-    while position < len(text) and text[position] in _WHITESPACE:
-        position += 1
-    return position
+    return _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]  # matches the empty string

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from app.payload import PayloadError, iter_records, parse_body
+from app.payload import PayloadError, UnreadValue, iter_records, iter_spans, parse_body
+from tasks.record_limits import TOO_DEEP, too_long_integer
 
 A = {"log_id": "900a", "data": {"type": "s", "log_id": "900a"}}
 B = {"log_id": "900b", "data": {"type": "fp", "log_id": "900b"}}
@@ -157,11 +158,50 @@ def test_several_arrays_are_concatenated() -> None:
     assert parse_body(f"{json.dumps([A])}\n{json.dumps([B, C])}".encode()) == [A, B, C]
 
 
-def test_deeply_nested_json_is_a_payload_error() -> None:
-    """A body nested deeper than the decoder can recurse raises PayloadError, not RecursionError."""
-    depth = 100_000
-    with pytest.raises(PayloadError):
-        parse_body(b"[" * depth + b"]" * depth)
+def test_a_value_nested_past_the_parsers_recursion_is_delimited_without_recursion() -> None:
+    """A value nested deeper than Python's decoder can recurse is yielded as an UnreadValue with its span
+    (the intake quarantines it with its text); the records around it are read as usual."""
+    deep = "[" * 100_000 + r'"]\\\"["' + "]" * 100_000  # a string with brackets and escapes inside
+    text = f"[{json.dumps(A)}, {deep},\n{json.dumps(B)}]"
+    spans = list(iter_spans(text))
+    assert [value for value, _start, _end in spans] == [A, UnreadValue(TOO_DEEP), B]
+    assert [text[start:end] for _value, start, end in spans] == [json.dumps(A), deep, json.dumps(B)]
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "-" + "1" * 4301, '{"x": [1, {"n": ' + "7" * 4301 + "}]}"])
+def test_an_integer_over_pythons_digit_limit_is_delimited_not_an_error(number: str) -> None:
+    """An integer json cannot convert (ValueError, not a JSONDecodeError) is an UnreadValue with its span."""
+    text = f"{json.dumps(A)}\n{number}\n{json.dumps(B)}"
+    spans = list(iter_spans(text))
+    assert [value for value, _start, _end in spans] == [A, UnreadValue(too_long_integer()), B]
+    assert text[spans[1][1] : spans[1][2]] == number
+
+
+@pytest.mark.parametrize(
+    ("deep", "reason", "column"),
+    [
+        ("[" * 5000 + "}" + "]" * 4999, "Expecting ']'", 5001),
+        ('{"a": ' + "[" * 5000 + "]" * 5000, "Unterminated value starting with '{'", 1),
+        ("[" * 5000 + '"open', "Unterminated string starting at", 5001),
+    ],
+)
+def test_a_malformed_deep_value_is_a_payload_error_saying_where(deep: str, reason: str, column: int) -> None:
+    """Delimiting a deep value checks its brackets and strings: a mismatch or an unterminated value is a
+    PayloadError with line and column, as any other malformed JSON."""
+    with pytest.raises(PayloadError) as caught:
+        parse_body(f"{json.dumps(A)}\n{deep}".encode())
+    assert (caught.value.reason, caught.value.line, caught.value.column) == (reason, 2, column)
+
+
+def test_spans_are_the_text_of_each_record() -> None:
+    """Each record's offsets give its text in the body, in every format."""
+    text = f" {json.dumps(A)}\n[ {json.dumps(B)} ,{json.dumps(C)}]\r\n7"
+    assert [text[start:end] for _value, start, end in iter_spans(text)] == [
+        json.dumps(A),
+        json.dumps(B),
+        json.dumps(C),
+        "7",
+    ]
 
 
 def test_non_utf8_byte_offset_counts_the_bom() -> None:
