@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.payload import UnreadValue
 from tasks.events import InvalidRecord, normalize_record
+from tasks.record_limits import carry_problem
 from tasks.routing import RouteTable
+
+#: Gives the text of the record at a (request-wide) index as it was received, where a caller has it.
+Source = Callable[[int], str]
 
 
 @dataclass(frozen=True)
@@ -21,11 +27,17 @@ class AcceptedEvent:
     record: dict[str, Any]
     # Chosen here, before publishing, so the receiver's log line and the worker's share it.
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()), compare=False)
+    #: The record's position in its request, for the quarantine should its message prove unsendable.
+    index: int = field(default=-1, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class QuarantinedRecord:
-    """A record that failed validation, kept as received with the reason."""
+    """A record that failed validation or cannot be carried, kept as received with the reason.
+
+    Not frozen: a hostile body may bring millions of them, and a frozen dataclass takes three times as
+    long to build.
+    """
 
     record: Any
     reason: str
@@ -42,6 +54,8 @@ class Intake:
     filtered: Counter[str] = field(default_factory=Counter)
     #: Records repeating a log_id seen earlier in the request, by event type.
     duplicates: Counter[str] = field(default_factory=Counter)
+    #: The records' text as received, when the caller has it (the quarantine keeps what JSON cannot carry).
+    source: Source | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, int]:
         """Return the counts the receiver answers with."""
@@ -75,20 +89,33 @@ class BatchCounts:
 
 
 def sort_records(
-    records: list[Any], routes: RouteTable, seen: set[str] | None = None, first_index: int = 0
+    records: list[Any],
+    routes: RouteTable,
+    seen: set[str] | None = None,
+    first_index: int = 0,
+    source: Source | None = None,
 ) -> Intake:
     """Validate, filter and route each record; never raises for bad records, it quarantines them.
 
+    A record is quarantined when it is not an Auth0 record, or when it cannot be carried as a task
+    message (tasks/record_limits.py: too deep, a number JSON cannot carry, a value that is not JSON).
     A log_id in ``seen`` (the log_ids accepted earlier in the same request, updated here) counts as a
-    duplicate and is published once. ``first_index`` is the position of ``records[0]`` in the request.
+    duplicate and is published once. ``first_index`` is the position of ``records[0]`` in the request;
+    ``source``, when given, returns a record's text by that position.
     """
-    intake = Intake(received=len(records))
+    intake = Intake(received=len(records), source=source)
     seen = set() if seen is None else seen
+    quarantine = intake.quarantined.append
     for index, record in enumerate(records, start=first_index):
         try:
             envelope = normalize_record(record)
         except InvalidRecord as exc:
-            intake.quarantined.append(QuarantinedRecord(record, str(exc), index))
+            reason = record.reason if isinstance(record, UnreadValue) else str(exc)
+            quarantine(QuarantinedRecord(record, reason, index))
+            continue
+        problem = carry_problem(envelope)
+        if problem is not None:
+            quarantine(QuarantinedRecord(record, problem, index))
             continue
         log_id, event_type = envelope["log_id"], envelope["data"]["type"]
         queue = routes.queue_for(event_type)
@@ -98,5 +125,5 @@ def sort_records(
             intake.duplicates[event_type] += 1
         else:
             seen.add(log_id)
-            intake.accepted.append(AcceptedEvent(log_id, event_type, queue, envelope))
+            intake.accepted.append(AcceptedEvent(log_id, event_type, queue, envelope, index=index))
     return intake

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from app.intake import AcceptedEvent, Intake, QuarantinedRecord, sort_records
+from app.payload import UnreadValue
+from tasks.record_limits import MAX_RECORD_DEPTH, NOT_FINITE, TOO_DEEP
 from tasks.routing import parse_routes
 
 ROUTES = parse_routes("s,f,fp,auth.signup.fail=auth0.signup_failed")
@@ -170,3 +172,36 @@ def test_sort_records_never_raises_for_bad_records() -> None:
     intake = sort_records(values, ROUTES)
     assert len(intake.quarantined) == len(values)
     assert [q.index for q in intake.quarantined] == list(range(len(values)))
+
+
+def test_records_that_cannot_be_carried_are_quarantined_before_routing() -> None:
+    """A record too deep, holding NaN, or that the parser could not build is quarantined with the reason
+    from tasks/record_limits.py, whatever its type's route (a filtered type included)."""
+    deep: Any = []
+    for _ in range(MAX_RECORD_DEPTH):
+        deep = [deep]
+    unread = UnreadValue(TOO_DEEP)
+    records: list[Any] = [
+        record("s", "1", details=deep),
+        record("ss", "2", details=deep),  # a type these routes filter
+        record("s", "3", n=float("nan")),
+        unread,
+        record("s", "5"),
+    ]
+    intake = sort_records(records, ROUTES)
+    assert intake.quarantined == [
+        QuarantinedRecord(records[0], TOO_DEEP, 0),
+        QuarantinedRecord(records[1], TOO_DEEP, 1),
+        QuarantinedRecord(records[2], NOT_FINITE, 2),
+        QuarantinedRecord(unread, TOO_DEEP, 3),
+    ]
+    assert [(event.log_id, event.index) for event in intake.accepted] == [("5", 4)]
+    _assert_each_counted_once(intake)
+
+
+def test_the_source_of_the_records_is_kept_for_the_quarantine() -> None:
+    """The text of each record, where the caller has it, travels with the intake by request-wide index."""
+    texts = {7: '{"log_id": "x"}'}
+    intake = sort_records([{"log_id": "x"}], ROUTES, first_index=7, source=texts.__getitem__)
+    assert intake.source is not None
+    assert intake.source(intake.quarantined[0].index) == '{"log_id": "x"}'
