@@ -40,11 +40,11 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
 from kombu.common import maybe_declare
 from kombu.connection import Connection
-from kombu.exceptions import KombuError
-from kombu.messaging import Producer
+from kombu.exceptions import EncodeError, KombuError
 from kombu.serialization import dumps
 
 from app.intake import AcceptedEvent, Intake, QuarantinedRecord
+from app.quarantine import QuarantineReport
 from tasks.event_task import TASK_NAME
 from tasks.routing import QUARANTINE_QUEUE
 from tasks.topology import EVENTS_EXCHANGE, declare_all
@@ -59,6 +59,13 @@ PERSISTENT = 2
 # task-sent events per task.multi message: one message for a 100-record batch, and a bounded buffer for
 # a body at the size limit (ten thousand records and more).
 EVENTS_PER_MESSAGE = 500
+# A content header frame's payload beside the properties (class, weight, body size), and what every frame
+# adds to its payload (type, channel, size, end octet): RabbitMQ refuses a frame over frame_max.
+HEADER_FRAME_FIXED = 12
+FRAME_OVERHEAD = 8
+# What building a task message raises for a record that cannot travel in one: the serializer's error,
+# an encoder's (ValueError, TypeError, RecursionError), and the frame check below.
+UNSENDABLE = (EncodeError, ValueError, TypeError, RecursionError)
 
 
 def kwargs_repr(kwargs: dict[str, str], maxsize: int) -> str:
@@ -275,11 +282,23 @@ class _EncodedMessage(Message):  # type: ignore[misc]
         return self._encoded
 
 
+def _encoded_properties(message: Message) -> bytes:
+    """The properties as they go on the wire (encoded again only when the encoder did not do it)."""
+    if isinstance(message, _EncodedMessage):
+        return message._encoded
+    encoded: bytes = message._serialize_properties()
+    return encoded
+
+
 def _shortstr(text: str) -> bytes:
     data = text.encode("utf-8")
     if len(data) > 255:
         raise ValueError(f"shortstr too long: {len(data)} bytes")
     return bytes([len(data)]) + data
+
+
+#: A task message ready to write, its event, and its task-sent event for Flower (None when those are off).
+_Built = tuple[Message, AcceptedEvent, dict[str, Any] | None]
 
 
 @dataclass
@@ -290,7 +309,6 @@ class _Link:
     channel: Any
     tracker: ConfirmTracker
     writes: BatchedWrites
-    producer: Producer
     events: Any  # celery.events.EventDispatcher buffering task-sent events, or None when they are off
     origin: str
     encoder: PropertiesEncoder
@@ -319,21 +337,33 @@ class EventPublisher:
         exec_options = celery_app.tasks[TASK_NAME]._get_exec_options()
         self._time_limits = (exec_options.get("time_limit"), exec_options.get("soft_time_limit"))
 
-    def publish(self, intake: Intake, request_id: str) -> None:
-        """Publish every accepted event and quarantined record; return once the broker confirmed all.
+    def publish(
+        self, intake: Intake, request_id: str, report: QuarantineReport | None = None, last: bool = True
+    ) -> None:
+        """Publish every accepted event and, when ``last``, the request's quarantine message; return once
+        the broker confirmed all.
+
+        Every message is built before any frame is written. An event whose message cannot be built or
+        sent (a value JSON cannot encode, headers larger than an AMQP frame) moves from
+        ``intake.accepted`` to ``intake.quarantined`` with the reason: a property of its record, never a
+        broker fault. The quarantined records are added to ``report``, which a request handled in slices
+        shares between them (a new one when None: the request is this one intake).
 
         Raises PublishError when any message is not confirmed; the caller answers 503 so Auth0 retries.
         """
+        report = QuarantineReport(request_id) if report is None else report
         try:
             link = self._connected()
             received_at = datetime.now(UTC).isoformat()
+            built = self._build_all(link, intake, received_at)
+            report.add(intake)
             with link.writes.held():
-                for event in intake.accepted:
-                    self._send_event(link, event, received_at)
-                if link.events is not None and intake.accepted:
+                for message, event, sent_event in built:
+                    self._send_event(link, message, event, sent_event)
+                if link.events is not None and built:
                     link.events.flush(errors=False, groups=True)
-                for bad in intake.quarantined:
-                    self._send_quarantined(link.producer, bad, request_id)
+                if last and report:
+                    self._send_report(link, report)
             link.tracker.wait(link.connection, self._timeout)
         except (PublishError, *BROKER_ERRORS) as exc:
             self._reset()
@@ -402,7 +432,6 @@ class EventPublisher:
                 channel=channel,
                 tracker=tracker,
                 writes=writes,
-                producer=Producer(channel, auto_declare=False),
                 events=events,
                 origin=anon_nodename(),
                 encoder=PropertiesEncoder(),
@@ -412,8 +441,23 @@ class EventPublisher:
             logger.info("connected to the broker and declared %d work queues", len(self._queue_names))
         return link
 
-    def _send_event(self, link: _Link, event: AcceptedEvent, received_at: str) -> None:
-        """Publish one task message, as ``send_task`` would build it, straight to the channel."""
+    def _build_all(self, link: _Link, intake: Intake, received_at: str) -> list[_Built]:
+        """Each accepted event's message; an event whose message cannot be built is quarantined instead."""
+        built: list[_Built] = []
+        unsendable: list[QuarantinedRecord] = []
+        for event in intake.accepted:
+            try:
+                built.append(self._build(link, event, received_at))
+            except UNSENDABLE as exc:
+                reason = f"task message cannot be sent: {exc or type(exc).__name__}"
+                unsendable.append(QuarantinedRecord(event.record, reason, event.index))
+        if unsendable:
+            intake.accepted = [event for _message, event, _sent_event in built]
+            intake.quarantined = sorted([*intake.quarantined, *unsendable], key=lambda bad: bad.index)
+        return built
+
+    def _build(self, link: _Link, event: AcceptedEvent, received_at: str) -> _Built:
+        """One task message, as ``send_task`` would build it, and its task-sent event (or None)."""
         event_type, log_id = event.event_type, event.log_id
         task_id = event.task_id  # chosen by the intake, so the receiver's log line names it too
         kwargs = {"event_type": event_type, "log_id": log_id, "received_at": received_at}
@@ -437,6 +481,20 @@ class EventPublisher:
             content_type=content_type, content_encoding=content_encoding, delivery_mode=PERSISTENT, priority=0
         )
         message = link.encoder.message(data, headers, properties)
+        # py-amqp writes a message's properties as one frame, however large; RabbitMQ closes the whole
+        # connection on a frame over frame_max (a 200 KB log_id did that, and every resend again).
+        header_frame = HEADER_FRAME_FIXED + len(_encoded_properties(message))
+        frame_limit = link.connection.connection.frame_max - FRAME_OVERHEAD
+        if header_frame > frame_limit:
+            raise ValueError(
+                f"its headers need a frame of {header_frame} bytes, over the broker's {frame_limit} "
+                "(log_id or type too long)"
+            )
+        return message, event, sent_event
+
+    def _send_event(
+        self, link: _Link, message: Message, event: AcceptedEvent, sent_event: dict[str, Any] | None
+    ) -> None:
         # Declared once per connection in _connected(); mandatory makes a queue deleted since then come
         # back as a return (and a 503) instead of a silent drop.
         link.tracker.publish_mandatory(message, EVENTS_EXCHANGE.name, event.queue)
@@ -446,18 +504,16 @@ class EventPublisher:
             )
             link.events.send("task-sent", **sent_event)
 
-    def _send_quarantined(self, producer: Producer, bad: QuarantinedRecord, request_id: str) -> None:
-        producer.publish(
-            {"reason": bad.reason, "record": bad.record, "index": bad.index, "request_id": request_id},
-            exchange=EVENTS_EXCHANGE,
-            routing_key=QUARANTINE_QUEUE,
-            serializer="json",
+    def _send_report(self, link: _Link, report: QuarantineReport) -> None:
+        """The request's one quarantine message: persistent, mandatory, confirmed with the rest."""
+        message = Message(
+            report.body(),
+            content_type="application/json",
+            content_encoding="utf-8",
             delivery_mode=PERSISTENT,
-            mandatory=True,
-            declare=[],
-            headers={"x-quarantine-reason": bad.reason, "x-request-id": request_id},
-            retry=False,
+            application_headers={"x-request-id": report.request_id, "x-quarantined": report.total},
         )
+        link.tracker.publish_mandatory(message, EVENTS_EXCHANGE.name, QUARANTINE_QUEUE)
 
     def _reset(self) -> None:
         """Drop this thread's connection; its next request connects anew."""

@@ -14,11 +14,11 @@ from celery.utils.saferepr import saferepr
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from app.intake import sort_records
+from app.intake import AcceptedEvent, Intake, sort_records
 from app.publisher import EVENTS_PER_MESSAGE, EventPublisher, PropertiesEncoder, kwargs_repr
 from tasks.celery_app import app as celery_app
 from tasks.event_task import TASK_NAME
-from tasks.routing import parse_routes
+from tasks.routing import QUARANTINE_QUEUE, parse_routes
 from tasks.topology import declare_all, work_queue
 from tests.helpers import make_record, take_messages
 
@@ -153,3 +153,46 @@ def test_properties_encoder_agrees_with_py_amqp() -> None:
         reference = Message(b"{}", **{**properties, "application_headers": ordered})
         assert message._serialize_properties() == reference._serialize_properties()
         assert encoder.enabled
+
+
+def test_an_event_whose_message_cannot_be_encoded_is_quarantined_not_a_broker_fault(
+    publisher: EventPublisher, broker: Connection, queue_name: str
+) -> None:
+    """A message that cannot be encoded is a property of its record: that event moves to the quarantine
+    with the reason, the others are published and confirmed; no PublishError (which would mean 503)."""
+    take_messages(broker, QUARANTINE_QUEUE)
+    records: list[dict[str, Any]] = [make_record("s"), make_record("s"), make_record("s")]
+    intake = sort_records(records, parse_routes(f"*={queue_name}"))
+    records[1]["data"]["details"]["unencodable"] = {1, 2}  # a set: not JSON (only a hand-made intake has one)
+    publisher.publish(intake, request_id="req-2")
+    published = [message.decode()[1]["log_id"] for message in take_messages(broker, queue_name)]
+    assert published == [records[0]["log_id"], records[2]["log_id"]]
+    assert [event.log_id for event in intake.accepted] == published
+    [bad] = intake.quarantined
+    assert (bad.index, bad.record) == (1, records[1])
+    assert bad.reason.startswith("task message cannot be sent:")
+    [message] = [m.decode() for m in take_messages(broker, QUARANTINE_QUEUE)]
+    assert message["request_id"] == "req-2"
+    assert [(entry["index"], entry["reason"]) for entry in message["records"]] == [(1, bad.reason)]
+
+
+def test_an_event_whose_headers_exceed_a_frame_is_quarantined(
+    publisher: EventPublisher, broker: Connection, queue_name: str
+) -> None:
+    """py-amqp writes a message's properties as one frame; over frame_max RabbitMQ closes the connection.
+    Such an event (a log_id of 200,000 characters, made here by hand) is quarantined before any write."""
+    good = make_record("s")
+    huge = make_record("s", log_id="9" * 200_000)
+    intake = Intake(received=2)
+    intake.accepted = [
+        AcceptedEvent(good["log_id"], "s", queue_name, good, index=0),
+        AcceptedEvent(huge["log_id"], "s", queue_name, huge, index=1),
+    ]
+    publisher.publish(intake, request_id="req-3")
+    assert [message.decode()[1]["log_id"] for message in take_messages(broker, queue_name)] == [
+        good["log_id"]
+    ]
+    [bad] = intake.quarantined
+    assert bad.index == 1
+    assert "over the broker's 131064" in bad.reason
+    take_messages(broker, QUARANTINE_QUEUE)

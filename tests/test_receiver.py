@@ -139,7 +139,8 @@ def test_body_over_the_limit_is_413_and_enqueues_nothing(make_app: Any, broker: 
 def test_mixed_batch_enqueues_good_quarantines_bad_counts_filtered(
     make_app: Any, broker: Any, prefix: str
 ) -> None:
-    """Valid records are enqueued, invalid ones kept in auth0.quarantine with the reason, others counted."""
+    """Valid records are enqueued, invalid ones kept in the request's one auth0.quarantine message
+    (persistent) with their reason and index, others counted."""
     client = make_app(routes=f"s={prefix}.logins").test_client()
     take_messages(broker, "auth0.quarantine")
     good = make_record("s")
@@ -149,12 +150,20 @@ def test_mixed_batch_enqueues_good_quarantines_bad_counts_filtered(
     assert response.status_code == 202
     assert response.json == {"received": 5, "accepted": 1, "filtered": 2, "quarantined": 2, "duplicates": 0}
     assert log_ids(broker, f"{prefix}.logins") == [good["log_id"]]
-    quarantined = [message.decode() for message in take_messages(broker, "auth0.quarantine")]
-    assert [(q["record"], q["reason"], q["index"]) for q in quarantined] == [
-        (no_type, "record has no 'data.type' string", 2),
-        ("not an object", "record is a JSON string, not an object", 3),
+    [message] = take_messages(broker, "auth0.quarantine")
+    assert message.properties["delivery_mode"] == 2
+    assert message.headers == {"x-request-id": response.headers["X-Request-Id"], "x-quarantined": 2}
+    quarantined = message.decode()
+    assert quarantined["records"] == [
+        {"record": no_type, "reason": "record has no 'data.type' string", "index": 2},
+        {"record": "not an object", "reason": "record is a JSON string, not an object", "index": 3},
     ]
-    assert all(q["request_id"] == response.headers["X-Request-Id"] for q in quarantined)
+    assert quarantined["request_id"] == response.headers["X-Request-Id"]
+    assert (quarantined["quarantined"], quarantined["omitted"]) == (2, 0)
+    assert quarantined["reasons"] == {
+        "record has no 'data.type' string": 1,
+        "record is a JSON string, not an object": 1,
+    }
 
 
 def test_routing_by_code_category_and_catch_all(routed: Any, broker: Any, prefix: str) -> None:
@@ -236,7 +245,7 @@ def test_large_body_is_published_in_slices_counting_across_them(
     expected = [r["log_id"] for i, r in enumerate(records) if i not in (1500, 2200)]
     assert log_ids(broker, f"{prefix}.logins") == expected
     [quarantined] = [message.decode() for message in take_messages(broker, "auth0.quarantine")]
-    assert (quarantined["record"], quarantined["index"]) == (records[1500], 1500)
+    assert [(q["record"], q["index"]) for q in quarantined["records"]] == [(records[1500], 1500)]
 
 
 def test_large_body_malformed_near_its_end_is_400_and_enqueues_nothing(
