@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -37,6 +38,44 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
             self.fail(str(exc), param, ctx)
 
 
+class Rate(click.ParamType):  # type: ignore[type-arg]
+    """Messages per second: a finite number from MIN_RATE to MAX_RATE."""
+
+    name = "rate"
+    MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """Parse the option's text; NaN, infinities and rates the pacer cannot space are usage errors."""
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = math.nan
+        if not self.MIN_RATE <= rate <= self.MAX_RATE:  # False for NaN too
+            self.fail(f"{value!r} is not a number of messages per second from {self.MIN_RATE:g} to "
+                      f"{self.MAX_RATE:g}", param, ctx)  # fmt: skip
+        return rate
+
+
+def _check_types(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Each --type must name a code between its commas: an empty one would filter nothing."""
+    for value in values:
+        codes = [code.strip() for code in value.split(",")]
+        if not any(codes):
+            raise click.BadParameter(f"{value!r} names no event code", ctx, param)
+        if not all(codes):
+            raise click.BadParameter(
+                f"{value!r} has an empty event code (two commas, or one at an end)", ctx, param
+            )
+    return values
+
+
+def _check_log_ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A blank --log-id is a mistake, not a filter."""
+    if any(not value.strip() for value in values):
+        raise click.BadParameter("a log_id cannot be empty", ctx, param)
+    return values
+
+
 def queue_option(command: F) -> F:
     """``--queue``: which DLQs, by work queue or DLQ name; all configured ones by default."""
     return click.option(
@@ -51,7 +90,11 @@ def queue_option(command: F) -> F:
 def type_option(command: F) -> F:
     """``--type``: event codes, repeatable or comma-separated."""
     return click.option(
-        "--type", "types", multiple=True, help="Event code, repeatable or comma-separated (f,fp)."
+        "--type",
+        "types",
+        multiple=True,
+        callback=_check_types,
+        help="Event code, repeatable or comma-separated (f,fp).",
     )(command)
 
 
@@ -59,7 +102,13 @@ def filter_options(command: F) -> F:
     """The message filters replay and purge share."""
     for option in reversed(
         (
-            click.option("--log-id", "log_ids", multiple=True, help="This event's message; repeatable."),
+            click.option(
+                "--log-id",
+                "log_ids",
+                multiple=True,
+                callback=_check_log_ids,
+                help="This event's message; repeatable.",
+            ),
             click.option(
                 "--older-than", type=Duration(), help="Dead-lettered longer ago than this (2h, 1d)."
             ),
@@ -129,7 +178,7 @@ def show(log_id: str, queues: tuple[str, ...], as_json: bool) -> None:
         listings = dead_letters.list_dead_letters(connection, dlqs, Selection(log_ids=frozenset({log_id})))
     letters = [letter for listing in listings for letter in listing.letters]
     if not letters:
-        raise click.ClickException(f"no message with log_id {log_id} in {', '.join(dlqs)}")
+        raise click.ClickException(f"no message with log_id {printable(log_id)} in {', '.join(dlqs)}")
     ledger = _ledger(settings, letters)
     messages = [dead_letters.details(letter, ledger) for letter in letters]
     if as_json:
@@ -143,8 +192,9 @@ def show(log_id: str, queues: tuple[str, ...], as_json: bool) -> None:
 @filter_options
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    help="At most this many messages per second, to spare the workers. Default: as fast as confirmed.",
+    type=Rate(),
+    help="At most this many messages per second (0.001 to 1000000), to spare the workers. "
+    "Default: as fast as confirmed.",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed; change nothing.")
 @json_option
@@ -239,6 +289,11 @@ def _selection(
     newer_than: timedelta | None,
     limit: int | None,
 ) -> Selection:
+    if older_than is not None and newer_than is not None and older_than >= newer_than:
+        raise click.BadParameter(
+            "nothing is both dead-lettered longer ago than --older-than and within --newer-than",
+            param_hint="'--older-than' / '--newer-than'",
+        )
     return Selection(_codes(types), frozenset(log_ids), older_than, newer_than, limit)
 
 
@@ -292,7 +347,8 @@ class _Progress:
     def __call__(self, letter: DeadLetter) -> None:
         self.count += 1
         if self.show_each:
-            click.echo(f"{self.verb} {letter.dlq} {letter.event_type or '-'} {letter.log_id or '-'}")
+            shown = (letter.dlq, letter.event_type or "-", letter.log_id or "-")
+            click.echo(f"{self.verb} {' '.join(map(printable, shown))}")
         elif interactive():
             click.echo(f"\r{self.verb} {self.count} (now {letter.dlq})", nl=False, err=True)
             self._drawn = True
@@ -331,10 +387,10 @@ def _print_listing(listing: dead_letters.Listing, ledger: dict[str, LedgerEntry]
     rows = [
         (
             letter.died_at.strftime("%Y-%m-%d %H:%M:%S") if letter.died_at else "-",
-            letter.event_type or "-",
+            printable(letter.event_type or "-"),
             str(letter.tries),
-            letter.log_id or "-",
-            dead_letters.reason(letter, ledger),
+            printable(letter.log_id or "-"),
+            printable(dead_letters.reason(letter, ledger)),
         )
         for letter in listing.letters
     ]
@@ -350,7 +406,7 @@ def _print_listing(listing: dead_letters.Listing, ledger: dict[str, LedgerEntry]
 def _print_details(message: dict[str, Any]) -> None:
     fields = ("log_id", "event_type", "dlq", "source_queue", "reason", "tries", "died_at", "task_id")
     for name in fields:
-        click.echo(f"{name:<13} {message[name] if message[name] is not None else '-'}")
+        click.echo(f"{name:<13} {printable(str(message[name])) if message[name] is not None else '-'}")
     ledger = message["ledger"]
     if ledger:
         click.echo(f"{'ledger':<13} {ledger['state']}, {ledger['attempts']} attempt(s)")
@@ -387,3 +443,12 @@ def _purge_question(tallies: Sequence[Tally], selection: Selection) -> str:
     scope = "matching " if selection.filters_messages else "all "
     total = sum(t.taken for t in tallies)
     return f"Delete {scope}{total} message(s) for good from {counts}?"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print: what a message may hold that a terminal acts on (escape sequences) or
+    that stdout cannot encode (a lone surrogate) is written as a Python escape (``\\x1b``, ``\\ud800``).
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in text)

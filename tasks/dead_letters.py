@@ -27,13 +27,19 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from tasks import amqp_properties
 from tasks.db import session_scope
 from tasks.models import Event, utcnow
+from tasks.record_limits import MAX_RECORD_DEPTH, carry_problem
+from tasks.refusal import HEADER_PREFIX, REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER
 from tasks.routing import DLQ_SUFFIX
 from tasks.topology import EVENTS_EXCHANGE
 
-# RabbitMQ's records of earlier dead-letterings; a replayed message starts a new life without them.
-DEATH_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-")
+# RabbitMQ's records of earlier dead-letterings, and the worker's of a refusal (tasks/refusal.py); a
+# replayed message starts a new life without them.
+DEATH_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-", HEADER_PREFIX)
+#: The longest age filter: a century (anything longer is a typo).
+MAX_DURATION = timedelta(days=36500)
 _LEDGER_CHUNK = 500
 NO_ROUTE = 312  # AMQP reply code of a mandatory message returned unroutable
 
@@ -67,6 +73,8 @@ class DeadLetter:
     body: str | bytes
     task_args: Sequence[Any] = ()
     task_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: Why the worker refused the message, when it did (tasks/consumer.py) rather than RabbitMQ.
+    refusal: str | None = None
 
     @property
     def tries(self) -> int:
@@ -92,7 +100,8 @@ class Selection:
     @property
     def filters_messages(self) -> bool:
         """Whether some messages of a DLQ may be left out (purge then cannot empty the whole queue)."""
-        return bool(self.types or self.log_ids or self.older_than or self.newer_than or self.limit)
+        ages = (self.older_than, self.newer_than, self.limit)
+        return bool(self.types or self.log_ids) or any(value is not None for value in ages)
 
     def matches(self, letter: DeadLetter, now: datetime) -> bool:
         """Whether ``letter`` passes every filter; age filters need the x-death time."""
@@ -178,65 +187,91 @@ _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse ``90s``, ``10m``, ``2h``, ``1d`` or a sum such as ``1h30m``; raises ValueError otherwise."""
+    """Parse ``90s``, ``10m``, ``2h``, ``1d`` or a sum such as ``1h30m``, over 0 and up to MAX_DURATION.
+
+    Raises ValueError otherwise.
+    """
     compact = text.strip().lower()
     parts = _DURATION_PART.findall(compact)
     if not parts or "".join(number + unit for number, unit in parts) != compact:
         raise ValueError(f"{text!r} is not a duration such as 90s, 10m, 2h, 1d or 1h30m")
-    return timedelta(seconds=sum(int(number) * _SECONDS_PER_UNIT[unit] for number, unit in parts))
+    too_long = ValueError(f"{text!r} is longer than {MAX_DURATION.days} days")
+    if any(len(number) > 12 for number, _unit in parts):
+        raise too_long  # before int(), which refuses 4,300 digits and more with its own message
+    seconds = sum(int(number) * _SECONDS_PER_UNIT[unit] for number, unit in parts)
+    if seconds > MAX_DURATION.total_seconds():
+        raise too_long
+    if not seconds:
+        raise ValueError(f"{text!r} is not longer than 0")
+    return timedelta(seconds=seconds)
 
 
 def read_dead_letter(message: Any, dlq: str) -> DeadLetter:
-    """Describe a kombu message fetched from ``dlq``; a body that is not a task message is kept as is."""
+    """Describe a kombu message fetched from ``dlq``; a body that is not a task message is kept as is.
+
+    Reads only what has the expected type: a letter may hold anything (published by anyone, or refused
+    by the worker for what it holds), and must still be listed, shown, replayed or purged.
+    """
     headers = dict(message.headers or {})
     death = _rejection(headers.get("x-death"))
     args, kwargs = _task_call(message)
     record = _mapping(args[0] if args else None)
     data = _mapping(record.get("data"))
+    refused_at = headers.get(REFUSED_AT_HEADER)
     return DeadLetter(
         dlq=dlq,
-        # The entry RabbitMQ wrote on the rejection names the work queue; the DLQ's routing key (the
-        # x-dead-letter-routing-key of the work queue) and the DLQ's own name say the same.
-        source_queue=str(
-            death.get("queue") or message.delivery_info.get("routing_key") or dlq.removesuffix(DLQ_SUFFIX)
-        ),
-        log_id=_text(kwargs.get("log_id") or record.get("log_id")),
-        event_type=_text(kwargs.get("event_type") or data.get("type")),
+        # The entry RabbitMQ wrote on the rejection names the work queue; the worker names it in its own
+        # header when it refused the message; the DLQ's routing key (the x-dead-letter-routing-key of the
+        # work queue) and the DLQ's own name say the same.
+        source_queue=_text(death.get("queue"))
+        or _text(headers.get(SOURCE_HEADER))
+        or _text(message.delivery_info.get("routing_key"))
+        or dlq.removesuffix(DLQ_SUFFIX),
+        log_id=_text(kwargs.get("log_id")) or _text(record.get("log_id")),
+        event_type=_text(kwargs.get("event_type")) or _text(data.get("type")),
         task_id=_text(headers.get("id")),
-        retries=headers["retries"] if isinstance(headers.get("retries"), int) else 0,
-        died_at=_as_utc(death.get("time")),
+        retries=headers["retries"] if _count(headers.get("retries")) else 0,
+        died_at=_as_utc(death.get("time")) or _as_utc(refused_at),
         death_reason=_text(death.get("reason")),
         headers=headers,
         properties={key: value for key, value in message.properties.items() if key != "application_headers"},
         body=message.body,
         task_args=args,
         task_kwargs=kwargs,
+        refusal=_text(headers.get(REASON_HEADER)),
     )
 
 
 def _rejection(x_death: Any) -> Mapping[str, Any]:
     # x-death lists the most recent death first; delays through TTL queues add "expired" entries, so the
     # work queue is the one the consumer rejected the message from (shared/reference §3).
-    entries = [entry for entry in x_death or [] if isinstance(entry, Mapping)]
+    entries = [entry for entry in x_death if isinstance(entry, Mapping)] if isinstance(x_death, list) else []
     rejected = [entry for entry in entries if entry.get("reason") == "rejected"]
     return (rejected or entries or [{}])[0]
 
 
 def _task_call(message: Any) -> tuple[list[Any], dict[str, Any]]:
-    """The args and kwargs of a Celery protocol 2 JSON body; empty when the body is something else."""
+    """The args and kwargs of a Celery protocol 2 JSON body; empty when the body is something else.
+
+    Args nested too deep to show (or to serialize again) are left out: the body is then shown as text.
+    """
     if message.content_type != "application/json":
         return [], {}
     body = message.body
     try:
         text = body if isinstance(body, str) else body.decode(message.content_encoding or "utf-8")
         decoded = json.loads(text)
-    except (UnicodeDecodeError, LookupError, ValueError):
+    except Exception:  # noqa: BLE001 - not JSON, not UTF-8, or too deep to decode (RecursionError)
         return [], {}
     if isinstance(decoded, list) and len(decoded) == 3:
         args, kwargs, _embed = decoded
         if isinstance(args, list) and isinstance(kwargs, dict):
-            return args, kwargs
+            return ([] if any(map(carry_problem, args)) else args), kwargs
     return [], {}
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -244,7 +279,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
+    return value if isinstance(value, str) and value else None
 
 
 def _as_utc(value: Any) -> datetime | None:
@@ -281,6 +316,8 @@ def borrowing(connection: Connection) -> Iterator[Any]:
     a message twice. While held they are invisible to other readers; and RabbitMQ's consumer_timeout
     (30 min) closes a channel that holds one longer, which again only requeues them.
     """
+    # A letter's headers may be nested too deep to decode, or name a compression (tasks/amqp_properties.py).
+    amqp_properties.install()
     channel = connection.channel()
     try:
         yield channel
@@ -504,7 +541,7 @@ def _purge_whole(
 
 def ledger_entries(database_url: str, log_ids: Iterable[str]) -> dict[str, LedgerEntry]:
     """The ledger's entry for each of ``log_ids`` it has; raises LedgerUnavailable when unreadable."""
-    wanted = sorted(set(log_ids))
+    wanted = sorted({log_id for log_id in log_ids if _could_be_stored(log_id)})
     if not wanted:
         return {}
     _require_sqlite_file(database_url)
@@ -524,6 +561,17 @@ def ledger_entries(database_url: str, log_ids: Iterable[str]) -> dict[str, Ledge
     return entries
 
 
+def _could_be_stored(log_id: str) -> bool:
+    """Whether the ledger could hold ``log_id``: one it cannot is in no entry (and fails a query)."""
+    if "\x00" in log_id or len(log_id) > Event.log_id.type.length:
+        return False
+    try:
+        log_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 def _require_sqlite_file(database_url: str) -> None:
     # SQLite would create a missing file just to find no table in it.
     try:
@@ -536,7 +584,13 @@ def _require_sqlite_file(database_url: str) -> None:
 
 
 def reason(letter: DeadLetter, ledger: Mapping[str, LedgerEntry]) -> str:
-    """Why the message was dead-lettered: the ledger's last error, else what RabbitMQ's x-death says."""
+    """Why the message was dead-lettered: the worker's refusal, the ledger's last error, or x-death's.
+
+    A refusal first: it is about this very message, while the ledger's entry for its log_id may be
+    about another message of the same event (the one a replay copied, or a valid one).
+    """
+    if letter.refusal:
+        return f"refused by the worker: {letter.refusal}"
     entry = ledger.get(letter.log_id or "")
     if entry is not None and entry.last_error:
         return entry.last_error
@@ -573,15 +627,26 @@ def details(letter: DeadLetter, ledger: Mapping[str, LedgerEntry]) -> dict[str, 
     }
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with what AMQP tables hold (timestamps, bytes) turned into JSON types."""
+_TOO_DEEP = f"(nested deeper than {MAX_RECORD_DEPTH} levels: not shown)"
+
+
+def jsonable(value: Any, depth: int = 1) -> Any:
+    """``value`` with what AMQP tables hold (timestamps, bytes, decimals) turned into JSON types.
+
+    What is nested deeper than a record may be is replaced by a note: going on, this recursion (and
+    then the JSON encoder's) could exhaust the stack.
+    """
     if isinstance(value, datetime):
         utc = _as_utc(value)
         return utc.isoformat() if utc else None
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, Mapping | list | tuple) and depth > MAX_RECORD_DEPTH + 2:
+        return _TOO_DEEP
     if isinstance(value, Mapping):
-        return {str(key): jsonable(item) for key, item in value.items()}
+        return {str(key): jsonable(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(item) for item in value]
-    return value
+        return [jsonable(item, depth + 1) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # Decimal, or the marker of headers that could not be decoded

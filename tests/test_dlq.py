@@ -9,15 +9,19 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from kombu import Producer
 
 from cli.dlq import dlq
 from tasks import dead_letters
+from tasks.amqp_properties import Unreadable
 from tasks.dead_letters import DeadLetter, Pacer, Selection
+from tasks.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue
 from tests.conftest import MAX_RETRIES, TEST_TOKEN
 from tests.helpers import (
     WorkerProcess,
@@ -438,13 +442,26 @@ def test_an_unreachable_broker_exits_3_with_a_message(command: list[str]) -> Non
         (["list", "--queue", "auth0.nope"], "'auth0.nope' is not a configured work queue"),
         (["replay", "--rate", "0"], "--rate"),
         (["replay", "--limit", "0"], "--limit"),
+        (["replay", "--older-than", "99999999999d"], "'99999999999d' is longer than"),
+        (["purge", "--newer-than", "9" * 5000 + "s"], "is longer than"),
+        (["purge", "--older-than", "0s"], "'0s' is not longer than 0"),
+        (["replay", "--older-than", "2h", "--newer-than", "1h", "--dry-run"], "nothing is both"),
+        (["replay", "--rate", "1e-300"], "--rate"),
+        (["replay", "--rate", "nan"], "--rate"),
+        (["replay", "--rate", "inf"], "--rate"),
+        (["purge", "--type", " , ", "--yes"], "' , ' names no event code"),
+        (["purge", "--type", "f,,fp", "--yes"], "'f,,fp' has an empty event code"),
+        (["list", "--type", ""], "'' names no event code"),
+        (["purge", "--log-id", "", "--yes"], "--log-id"),
+        (["replay", "--log-id", " "], "--log-id"),
     ],
 )
 def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
-    """A bad duration, queue, rate or limit exits 2 naming the problem, before touching the broker."""
+    """A bad duration, queue, rate, limit or filter exits 2 naming the problem, before touching the broker."""
     result = invoke("s", *args)
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("command", ["list", "show", "replay", "purge"])
@@ -462,6 +479,12 @@ def test_durations_parse_units_and_sums() -> None:
     for bad in ("", "10", "m", "1.5h", "1h 30m", "-1h"):
         with pytest.raises(ValueError, match="is not a duration"):
             dead_letters.parse_duration(bad)
+    assert dead_letters.parse_duration("36500d") == dead_letters.MAX_DURATION
+    for too_long in ("36500d1s", "99999999999d", "9" * 13 + "s", "9" * 5000 + "s"):
+        with pytest.raises(ValueError, match="is longer than 36500 days"):
+            dead_letters.parse_duration(too_long)
+    with pytest.raises(ValueError, match="is not longer than 0"):
+        dead_letters.parse_duration("0h0m")
 
 
 def test_pacer_spaces_calls_without_sleeping_when_behind() -> None:
@@ -494,6 +517,8 @@ def test_replay_headers_reset_retries_and_drop_death_records() -> None:
         "x-death": [{"reason": "rejected"}],
         "x-first-death-queue": "auth0.s",
         "x-last-death-reason": "rejected",
+        "x-auth0-events-refused": "its eta is more than 1500 s ahead",
+        "x-auth0-events-source-queue": "auth0.s",
     }
     assert dead_letters.replay_headers(headers, "task-2") == {
         "id": "task-2",
@@ -529,3 +554,212 @@ def test_selection_matches_on_type_log_id_and_age() -> None:
     assert not Selection(newer_than=timedelta(hours=2)).matches(letter, now)
     undated = DeadLetter(**{**letter.__dict__, "died_at": None})
     assert not Selection(older_than=timedelta(0)).matches(undated, now)
+    # An age filter of 0 still filters: a purge with it must not empty the whole queue.
+    assert Selection(newer_than=timedelta(0)).filters_messages
+    assert Selection(older_than=timedelta(0)).filters_messages
+    assert not Selection().filters_messages
+
+
+class Fetched:
+    """A message as basic.get returns it, for read_dead_letter."""
+
+    def __init__(self, body: Any, headers: dict[str, Any], content_type: str = "application/json") -> None:
+        self.body, self.headers, self.content_type = body, headers, content_type
+        self.content_encoding = "utf-8"
+        self.delivery_info = {"routing_key": "auth0.s"}
+        self.properties = {"content_type": content_type, "application_headers": headers}
+
+
+def test_a_letter_is_read_from_what_has_the_expected_type_only() -> None:
+    """Headers of the wrong type are ignored; the worker's refusal gives the reason, source and time."""
+    refused_at = datetime(2026, 11, 26, 11, 0)
+    garbage: dict[str, Any] = {"x-death": "not a list", "id": ["t"], "retries": True}
+    body = json.dumps(task_body(make_record("s", log_id="900"), {"nested": "object"}))
+    letter = dead_letters.read_dead_letter(Fetched(body, garbage), "auth0.s.dlq")
+    assert (letter.task_id, letter.retries, letter.log_id, letter.source_queue) == (None, 0, "900", "auth0.s")
+    refused = {
+        "x-auth0-events-refused": "its body is a JSON null, not Celery's [args, kwargs, embed]",
+        "x-auth0-events-source-queue": "auth0.f",
+        "x-auth0-events-refused-at": refused_at,
+    }
+    letter = dead_letters.read_dead_letter(Fetched("null", refused), "auth0.s.dlq")
+    assert letter.source_queue == "auth0.f"
+    assert letter.died_at == refused_at.replace(tzinfo=UTC)
+    assert dead_letters.reason(letter, {}) == (
+        "refused by the worker: its body is a JSON null, not Celery's [args, kwargs, embed]"
+    )
+    ledger = {"900": dead_letters.LedgerEntry("dead_lettered", 1, "an older failure")}
+    assert dead_letters.reason(DeadLetter(**{**letter.__dict__, "log_id": "900"}), ledger).startswith(
+        "refused"
+    )
+
+
+def test_details_show_what_json_cannot_hold_as_text() -> None:
+    """Decimals and undecodable-header markers as text; anything nested too deep as a note."""
+    deep: Any = []
+    for _ in range(100):
+        deep = [deep]
+    shown = dead_letters.jsonable({"price": Decimal("1.5"), "marker": Unreadable("why"), "deep": deep})
+    assert shown["price"] == "1.5"
+    assert shown["marker"] == "Unreadable(reason='why', compression=None)"
+    for _ in range(66):  # the mapping is level 1; a record may have 64, and its message 2 more
+        shown = shown["deep"] if isinstance(shown, dict) else shown[0]
+    assert shown == "(nested deeper than 64 levels: not shown)"
+
+
+def put_in_dlq(broker: Any, queue: str, body: bytes | list[Any], **headers: Any) -> None:
+    """Publish ``body`` straight to ``queue``'s DLQ, as anyone with broker access (or RabbitMQ) could."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with broker.channel() as channel:
+        dead_letter_queue(queue).bind(channel).declare()
+        Producer(channel).publish(
+            data,
+            exchange=DEAD_LETTER_EXCHANGE.name,
+            routing_key=queue,
+            headers={"id": str(uuid.uuid4()), "task": "auth0_events.handle_event", **headers},
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+        )
+
+
+def task_body(record: Any, log_id: Any, event_type: Any = "s") -> list[Any]:
+    """A task message body for ``record`` whose keyword arguments say ``log_id`` and ``event_type``."""
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    return [[record], {"event_type": event_type, "log_id": log_id}, embed]
+
+
+def test_a_bad_filter_never_widens_a_purge_or_replay(broker: Any) -> None:
+    """`--type ' , '` selected every message (a purge emptied the DLQ): now a usage error; nothing moves."""
+    queue = new_queue()
+    routes = f"s={queue},f={queue}"
+    for event_type in ("s", "f"):
+        record = make_record(event_type)
+        put_in_dlq(broker, queue, task_body(record, record["log_id"], event_type))
+
+    for args in (
+        ["purge", "--type", " , ", "--yes"],
+        ["purge", "--log-id", "", "--yes"],
+        ["replay", "--type", ","],
+    ):
+        result = invoke(routes, *args)
+        assert result.exit_code == 2, result.output
+    assert depth(broker, f"{queue}.dlq") == 2
+
+    newest_only = json.loads(ok(invoke(routes, "purge", "--newer-than", "1s", "--yes", "--json")).output)
+    assert newest_only["purged"] == 0  # no death time: an age filter matches neither
+    assert depth(broker, f"{queue}.dlq") == 2
+
+
+def test_letters_with_hostile_content_are_listed_shown_and_replayed_without_a_crash(
+    start_worker: Any, broker: Any, effects_dir: Path
+) -> None:
+    """A lone surrogate or a terminal escape in a log_id, a record 900 levels deep, a body not JSON."""
+    queue = new_queue()
+    routes = f"s={queue}"
+    surrogate, escape = "900\ud800", "900\x1b]0;owned\x07"
+    deep: Any = ["bottom"]
+    for _ in range(900):
+        deep = [deep]
+    put_in_dlq(broker, queue, task_body(make_record("s", log_id=surrogate), surrogate))
+    put_in_dlq(broker, queue, task_body(make_record("s", log_id=escape), escape))
+    deep_record = make_record("s", details={"nested": deep})
+    put_in_dlq(broker, queue, task_body(deep_record, deep_record["log_id"]))
+    put_in_dlq(broker, queue, b"not json at all")
+
+    table = ok(invoke(routes, "list"))
+    assert "900\\ud800" in table.output
+    assert "900\\x1b]0;owned\\x07" in table.output
+    assert "\x1b" not in table.output
+    listed = json.loads(ok(invoke(routes, "list", "--json")).output)["queues"][0]
+    assert [message["log_id"] for message in listed["shown"]] == [
+        surrogate,
+        escape,
+        deep_record["log_id"],
+        None,
+    ]
+    for log_id in (surrogate, deep_record["log_id"]):
+        shown = ok(invoke(routes, "show", log_id))
+        assert "Traceback" not in shown.output
+    deep_json = json.loads(ok(invoke(routes, "show", deep_record["log_id"], "--json")).output)["messages"][0]
+    assert deep_json["record"] is None  # too deep to show as a record: the body is shown as text instead
+    assert deep_json["body"].startswith('[[{"log_id"')
+    dry = ok(invoke(routes, "replay", "--dry-run"))
+    assert "would replay" in dry.output
+    assert f"would replay {queue}.dlq s 900\\ud800" in dry.output
+
+    worker = start_worker([queue], env={"AUTH0_EVENTS_ROUTES": routes})
+    assert json.loads(ok(invoke(routes, "replay", "--json")).output)["replayed"] == 4
+    # The worker refuses three again (too deep, not JSON, a log_id no database stores) and runs the fourth.
+    wait_for(
+        lambda: count_lines(effects_dir, "effects.log", f"effect {escape}") == 1, what="the escape's effect"
+    )
+    wait_for(lambda: depth(broker, f"{queue}.dlq") == 3, what="the hostile letters back in the DLQ")
+    reasons = [
+        message["reason"]
+        for message in json.loads(ok(invoke(routes, "list", "--json")).output)["queues"][0]["shown"]
+    ]
+    assert reasons == [
+        "refused by the worker: its log_id is not a non-empty UTF-8 string of at most 4096 characters",
+        "refused by the worker: record nests deeper than 64 levels of objects and arrays",
+        "refused by the worker: its body is not JSON (Expecting value at character 0)",
+    ]
+    assert worker.process is not None
+    assert worker.process.poll() is None
+
+
+def test_a_message_the_worker_refused_is_listed_shown_and_replayed_with_its_reason(
+    start_worker: Any, broker: Any, effects_dir: Path
+) -> None:
+    """The worker's reason, source queue and time show in list and show; a replay runs the fixable one."""
+    queue = new_queue()
+    routes = f"s={queue}"
+    worker = start_worker([queue], env={"AUTH0_EVENTS_ROUTES": routes})
+    nested: Any = []
+    for _ in range(70):
+        nested = [nested]
+    late, deep = make_record("s"), make_record("s", details={"nested": nested})
+    for record, eta in ((late, "9999-12-31T00:00:00+00:00"), (deep, None)):
+        with broker.channel() as channel:
+            Producer(channel).publish(
+                task_body(record, record["log_id"]),
+                exchange="auth0.events",
+                routing_key=queue,
+                headers={"id": str(uuid.uuid4()), "task": "auth0_events.handle_event", "eta": eta},
+                serializer="json",
+                delivery_mode=2,
+            )
+    wait_for(lambda: depth(broker, f"{queue}.dlq") == 2, what="both refused into the DLQ")
+
+    listed = json.loads(ok(invoke(routes, "list", "--json")).output)["queues"][0]["shown"]
+    by_log_id = {message["log_id"]: message for message in listed}
+    assert by_log_id[late["log_id"]]["reason"].startswith(
+        "refused by the worker: its eta is more than 1500 s"
+    )
+    assert by_log_id[deep["log_id"]]["reason"] == (
+        "refused by the worker: record nests deeper than 64 levels of objects and arrays"
+    )
+    for message in listed:
+        assert message["source_queue"] == queue
+        assert (
+            timedelta(0)
+            <= datetime.now(UTC) - datetime.fromisoformat(message["died_at"])
+            < timedelta(minutes=5)
+        )
+    text = ok(invoke(routes, "show", late["log_id"])).output
+    assert "refused by the worker: its eta is more than 1500 s ahead" in text
+    assert "x-auth0-events-refused-by" in text
+    aged = json.loads(ok(invoke(routes, "replay", "--newer-than", "1h", "--dry-run", "--json")).output)
+    assert aged["replayed"] == 2  # their death time is when the worker refused them
+    assert json.loads(ok(invoke(routes, "replay", "--older-than", "1h", "--json")).output)["replayed"] == 0
+
+    assert json.loads(ok(invoke(routes, "replay", "--json")).output)["replayed"] == 2
+    # The replay drops the eta, so that one runs; the deep one is refused again, with the reason.
+    wait_for(
+        lambda: count_lines(effects_dir, "effects.log", f"effect {late['log_id']}") == 1, what="late's effect"
+    )
+    wait_for(lambda: in_dlq(broker, queue) == [deep["log_id"]], what="the deep one back in the DLQ")
+    [again] = json.loads(ok(invoke(routes, "list", "--json")).output)["queues"][0]["shown"]
+    assert again["reason"].startswith("refused by the worker: record nests deeper")
+    assert worker.process is not None
+    assert worker.process.poll() is None
