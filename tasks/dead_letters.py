@@ -220,18 +220,19 @@ def read_dead_letter(message: Any, dlq: str) -> DeadLetter:
     refused_at = headers.get(REFUSED_AT_HEADER)
     return DeadLetter(
         dlq=dlq,
-        # The entry RabbitMQ wrote on the rejection names the work queue; the worker names it in its own
-        # header when it refused the message; the DLQ's routing key (the x-dead-letter-routing-key of the
-        # work queue) and the DLQ's own name say the same.
-        source_queue=_text(death.get("queue"))
-        or _text(headers.get(SOURCE_HEADER))
+        # The worker's refusal is the message's last death, and names the work queue; so does the entry
+        # RabbitMQ wrote on a rejection (x-death may also hold earlier ones, such as the expiries of a
+        # delayed retry); the DLQ's routing key (the work queue's x-dead-letter-routing-key) and the
+        # DLQ's own name say the same.
+        source_queue=_text(headers.get(SOURCE_HEADER))
+        or _text(death.get("queue"))
         or _text(message.delivery_info.get("routing_key"))
         or dlq.removesuffix(DLQ_SUFFIX),
         log_id=_text(kwargs.get("log_id")) or _text(record.get("log_id")),
         event_type=_text(kwargs.get("event_type")) or _text(data.get("type")),
         task_id=_text(headers.get("id")),
         retries=headers["retries"] if _count(headers.get("retries")) else 0,
-        died_at=_as_utc(death.get("time")) or _as_utc(refused_at),
+        died_at=_as_utc(refused_at) or _as_utc(death.get("time")),
         death_reason=_text(death.get("reason")),
         headers=headers,
         properties={key: value for key, value in message.properties.items() if key != "application_headers"},

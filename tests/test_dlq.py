@@ -577,7 +577,9 @@ def test_a_letter_is_read_from_what_has_the_expected_type_only() -> None:
     body = json.dumps(task_body(make_record("s", log_id="900"), {"nested": "object"}))
     letter = dead_letters.read_dead_letter(Fetched(body, garbage), "auth0.s.dlq")
     assert (letter.task_id, letter.retries, letter.log_id, letter.source_queue) == (None, 0, "900", "auth0.s")
+    delayed = [{"reason": "expired", "queue": "celery_delayed_0", "time": datetime(2026, 11, 26, 10, 0)}]
     refused = {
+        "x-death": delayed,  # a retry delayed through native delayed delivery, then refused
         "x-auth0-events-refused": "its body is a JSON null, not Celery's [args, kwargs, embed]",
         "x-auth0-events-source-queue": "auth0.f",
         "x-auth0-events-refused-at": refused_at,
