@@ -80,7 +80,11 @@ class BatchCounts:
 
     def add(self, intake: Intake) -> None:
         """Add one slice's counts."""
-        for name, count in intake.summary().items():
+        self.add_counts(intake)
+
+    def add_counts(self, counts: Intake | BatchCounts) -> None:
+        """Add the counts of a slice or of other slices."""
+        for name, count in counts.summary().items():
             setattr(self, name, getattr(self, name) + count)
 
     def summary(self) -> dict[str, int]:
@@ -127,3 +131,13 @@ def sort_records(
             seen.add(log_id)
             intake.accepted.append(AcceptedEvent(log_id, event_type, queue, envelope, index=index))
     return intake
+
+
+def restore_event(record: Any, queue: str, index: int) -> AcceptedEvent:
+    """The AcceptedEvent sort_records made of ``record`` at ``index``, made again from the record.
+
+    For a large body the receiver keeps only where an accepted event's text is between sorting the body
+    and publishing it (so that the body's records never all exist as objects), and parses it again.
+    """
+    envelope = normalize_record(record)
+    return AcceptedEvent(envelope["log_id"], envelope["data"]["type"], queue, envelope, index=index)

@@ -83,17 +83,29 @@ HTTP_REQUEST_DURATION = Histogram(
 )
 
 
-def count_records(intake: Intake) -> None:
-    """Count the records of a slice of a batch the broker confirmed, by their type and where they went."""
-    tallies: dict[str, Tally[str]] = {
+#: Records by the label of their (claimed) event type and their outcome.
+RecordTally = Tally[tuple[str, str]]
+
+
+def tally_records(intake: Intake) -> RecordTally:
+    """The records of (a slice of) a batch by their type and where they went, for count_records."""
+    by_outcome: dict[str, Tally[str]] = {
         "accepted": Tally(event.event_type for event in intake.accepted),
         "filtered": intake.filtered,
         "quarantined": Tally(_claimed_type(bad.record) for bad in intake.quarantined),
         "duplicate": intake.duplicates,
     }
-    for outcome, tally in tallies.items():
-        for code, count in tally.items():
-            RECORDS.labels(event_type_label(code), outcome).inc(count)
+    tally: RecordTally = Tally()
+    for outcome, by_type in by_outcome.items():
+        for code, count in by_type.items():
+            tally[event_type_label(code), outcome] += count
+    return tally
+
+
+def count_records(tally: RecordTally) -> None:
+    """Count records of a batch the broker confirmed (tally_records says which)."""
+    for (label, outcome), count in tally.items():
+        RECORDS.labels(label, outcome).inc(count)
 
 
 def observe_batch_size(records: int) -> None:

@@ -99,6 +99,11 @@ def iter_spans(text: str) -> Iterator[Span]:
                 position = _skip_whitespace(text, position)
 
 
+def value_at(text: str, start: int) -> Any:
+    """The value whose text starts at ``start`` (of a span iter_spans yielded), parsed again."""
+    return _SCAN(text, start)[0]
+
+
 def _array_items(text: str, position: int) -> Generator[Span, None, int]:
     # json has no incremental parser for an array's items; this is the grammar of one, with the
     # standard decoder for each item and its messages for the errors. It runs once per record (millions

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from app import metrics
 from app.auth import is_authorized
 from app.errors import BrokerUnavailable, Unauthorized, UnparsableBody
-from app.intake import BatchCounts, Intake, Source, sort_records
-from app.payload import PayloadError, Span, decode_body, iter_spans
+from app.intake import BatchCounts, Intake, Source, restore_event, sort_records
+from app.payload import PayloadError, Span, decode_body, iter_spans, value_at
 from app.publisher import EventPublisher, PublishError
 from app.quarantine import QuarantineReport
 from tasks.routing import QUARANTINE_QUEUE, RouteTable
@@ -48,45 +49,65 @@ class Receiver:
     def receive(self, body: bytes, request_id: str) -> BatchCounts:
         """Parse, sort and publish a batch; return how many records went where.
 
-        A body over SLICE_ABOVE_BYTES is read through once (so nothing of a malformed body is published)
-        and then handled SLICE_RECORDS records at a time, so its records never all exist as Python
-        objects at once. The bad records of every slice go into the request's one quarantine message,
-        published with the last slice. Raises UnparsableBody (nothing is published) or BrokerUnavailable
-        (Auth0 must re-send; what was confirmed before is a duplicate the workers' ledger skips).
+        A body up to SLICE_ABOVE_BYTES is parsed, sorted and published at once. A larger one is first
+        read through and sorted SLICE_RECORDS records at a time, so nothing of a malformed body is
+        published and its records never all exist as Python objects at once: of each slice it keeps the
+        counts, its bad records in the request's quarantine message, and where its accepted events' text
+        is; those events are then parsed again and published SLICE_RECORDS at a time (a body of bad
+        records is parsed once). The quarantine message goes with the last publish.
+
+        Raises UnparsableBody (nothing is published) or BrokerUnavailable (Auth0 must re-send; what was
+        confirmed before is a duplicate the workers' ledger skips).
         """
-        totals = BatchCounts()
-        seen: set[str] = set()
         report = QuarantineReport(request_id)
         with _collection_paused():
-            for (records, source), last in _with_last(self._record_slices(body)):
-                intake = sort_records(records, self.routes, seen, totals.received, source)
-                if intake.accepted or intake.quarantined or (last and report):
-                    self._publish(intake, request_id, report, last)
-                metrics.count_records(intake)
-                log_accepted(intake)
-                totals.add(intake)
+            text = _decoded(body)
+            if len(body) <= SLICE_ABOVE_BYTES:
+                records, source = _slice(text, list(_spans(text)), 0)
+                totals = self._publish_all([sort_records(records, self.routes, source=source)], report)
+            else:
+                totals = self._receive_in_slices(text, report)
         metrics.observe_batch_size(totals.received)
         log_quarantined(report, totals.received)
         logger.info("received batch request_id=%s %s", request_id, totals.summary(), extra=totals.summary())
         return totals
 
-    def _record_slices(self, body: bytes) -> Iterator[tuple[list[Any], Source]]:
-        try:
-            text = decode_body(body)
-            if len(body) <= SLICE_ABOVE_BYTES:
-                yield _slice(text, list(iter_spans(text)), 0)
-                return
-            for _ in iter_spans(text):
-                pass
-        except PayloadError as exc:
-            raise UnparsableBody(str(exc), line=exc.line, column=exc.column) from exc
-        spans = iter_spans(text)
-        first = 0
+    def _receive_in_slices(self, text: str, report: QuarantineReport) -> BatchCounts:
+        totals = BatchCounts()
+        settled: metrics.RecordTally = Counter()  # the records whose outcome needs no publish
+        seen: set[str] = set()
+        accepted: list[_Deferred] = []
+        spans = _spans(text)
         while chunk := list(islice(spans, SLICE_RECORDS)):
-            yield _slice(text, chunk, first)
-            first += len(chunk)
+            first = totals.received
+            records, source = _slice(text, chunk, first)
+            intake = sort_records(records, self.routes, seen, first, source)
+            report.add(intake)
+            for event in intake.accepted:
+                _value, start, end = chunk[event.index - first]
+                accepted.append(_Deferred(event.index, start, end, event.queue))
+            intake.accepted = []
+            settled += metrics.tally_records(intake)
+            totals.add(intake)
+        chunks = [accepted[at : at + SLICE_RECORDS] for at in range(0, len(accepted), SLICE_RECORDS)]
+        published = self._publish_all((_restored(text, chunk) for chunk in chunks or [[]]), report)
+        metrics.count_records(settled)
+        totals.add_counts(published)
+        return totals
 
-    def _publish(self, intake: Intake, request_id: str, report: QuarantineReport, last: bool) -> None:
+    def _publish_all(self, intakes: Iterable[Intake], report: QuarantineReport) -> BatchCounts:
+        """Publish each intake, the quarantine message with the last; count what the broker confirmed."""
+        totals = BatchCounts()
+        for intake, last in _with_last(iter(intakes)):
+            if intake.accepted or intake.quarantined or (last and report):
+                self._publish(intake, report, last)
+            metrics.count_records(metrics.tally_records(intake))
+            log_accepted(intake)
+            totals.add(intake)
+        return totals
+
+    def _publish(self, intake: Intake, report: QuarantineReport, last: bool) -> None:
+        request_id = report.request_id
         try:
             with metrics.timed_publish():
                 self.publisher.publish(intake, request_id, report, last)
@@ -101,6 +122,45 @@ class Receiver:
                 f"the broker did not confirm the batch; retry later ({exc})",
                 retry_after=self.settings.retry_after_seconds,
             ) from exc
+
+
+class _Deferred(NamedTuple):
+    """An accepted event of a large body between reading it through and publishing it: where its text is."""
+
+    position: int  # the record's index in the request
+    start: int
+    end: int
+    queue: str
+
+
+def _decoded(body: bytes) -> str:
+    try:
+        return decode_body(body)
+    except PayloadError as exc:
+        raise UnparsableBody(str(exc), line=exc.line, column=exc.column) from exc
+
+
+def _spans(text: str) -> Iterator[Span]:
+    """iter_spans, its PayloadError answered as UnparsableBody."""
+    try:
+        yield from iter_spans(text)
+    except PayloadError as exc:
+        raise UnparsableBody(str(exc), line=exc.line, column=exc.column) from exc
+
+
+def _restored(text: str, chunk: list[_Deferred]) -> Intake:
+    """The accepted events of ``chunk``, parsed again from their text, as an intake to publish."""
+    where = {deferred.position: (deferred.start, deferred.end) for deferred in chunk}
+
+    def source(index: int) -> str:
+        start, end = where[index]
+        return text[start:end]
+
+    intake = Intake(source=source)
+    intake.accepted = [
+        restore_event(value_at(text, deferred.start), deferred.queue, deferred.position) for deferred in chunk
+    ]
+    return intake
 
 
 def _slice(text: str, spans: list[Span], first: int) -> tuple[list[Any], Source]:
