@@ -88,3 +88,21 @@ def test_message_to_a_deleted_queue_is_503_then_queue_is_redeclared(make_app: An
     record = make_record("s")
     assert post(client, record).status_code == 202
     assert [task_kwargs(m)["log_id"] for m in take_messages(broker, "test.deleted")] == [record["log_id"]]
+
+
+def test_quarantine_message_to_a_deleted_queue_is_503_then_queue_is_redeclared(
+    make_app: Any, broker: Any
+) -> None:
+    """The request's quarantine message is mandatory and confirmed with its events: with the quarantine
+    queue deleted under us it comes back (503, so the bad records are not lost); the next request
+    re-declares the queue and keeps them."""
+    client = make_app(routes="s=test.quarantine-deleted").test_client()
+    assert post(client, make_record("s")).status_code == 202
+    broker.default_channel.queue_delete("auth0.quarantine")
+    response = post(client, make_record("s"), {"log_id": "no-data"})
+    assert response.status_code == 503
+    assert "no queue bound for routing key 'auth0.quarantine'" in response.json["message"]
+    assert post(client, make_record("s"), {"log_id": "no-data"}).status_code == 202
+    [message] = [m.decode() for m in take_messages(broker, "auth0.quarantine")]
+    assert [entry["record"] for entry in message["records"]] == [{"log_id": "no-data"}]
+    take_messages(broker, "test.quarantine-deleted")
