@@ -16,6 +16,10 @@ The fast path (BENCHMARKS.md has the measurements and the profiles behind each s
 - each serving thread has a connection of its own, so no request waits behind another's confirms.
 
 Every message is still persistent, mandatory, on a durable queue and confirmed before the 2xx.
+
+What a record holds never turns into a 503: every message of a request is built before any of its frames
+is written, and an event whose message cannot be built or would not fit in a frame is quarantined instead.
+The request's bad records travel as one quarantine message (app/quarantine.py), confirmed with the rest.
 """
 
 from __future__ import annotations
