@@ -6,14 +6,17 @@ This is the fixture a plug-in author uses to test a handler in-process: pytest-c
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu import Producer
 
+from tasks.consumer import GuardedConsumer
 from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, count_lines, make_record, wait_for
+from tests.helpers import as_jsonl, count_lines, make_record, take_messages, wait_for
 
 
 @pytest.fixture
@@ -47,3 +50,29 @@ def test_embedded_worker_processes_an_event_from_the_receiver(
         lambda: count_lines(effects_dir, "effects.log", f"effect {record['log_id']}") == 1,
         what="embedded worker effect",
     )
+
+
+def test_the_embedded_worker_refuses_what_is_not_a_task_message_too(
+    celery_worker: Any, broker: Any, client: Any, effects_dir: Path
+) -> None:
+    """Plug-in tests run the same check: a null body goes to auth0.embedded.dlq with the reason."""
+    assert isinstance(celery_worker.consumer, GuardedConsumer)
+    task_id = str(uuid.uuid4())
+    with broker.channel() as channel:
+        Producer(channel).publish(
+            b"null",
+            exchange="auth0.events",
+            routing_key="auth0.embedded",
+            headers={"task": "auth0_events.handle_event", "id": task_id},
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+    found: list[Any] = []
+
+    def refused() -> Any:
+        found.extend(take_messages(broker, "auth0.embedded.dlq"))
+        return next((m for m in found if m.headers.get("id") == task_id), None)
+
+    letter = wait_for(refused, what="the null body in auth0.embedded.dlq")
+    assert letter.headers["x-auth0-events-refused"].startswith("its body is a JSON null")
+    test_embedded_worker_processes_an_event_from_the_receiver(celery_worker, client, effects_dir)

@@ -18,11 +18,13 @@ from typing import Any
 
 import amqp
 import pytest
+from celery import Celery
 from kombu import Connection, Producer
 
 from tasks.celery_app import app
 from tasks.event_task import TASK_NAME
-from tasks.refusal import REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER
+from tasks.refusal import REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER, Refuser
+from tasks.topology import dead_letter_queue, work_queue
 from tests.helpers import WorkerProcess, count_lines, make_record, take_messages, wait_for
 
 pytestmark = pytest.mark.worker
@@ -340,3 +342,54 @@ def test_a_message_without_headers_or_properties_is_dead_lettered(poison: Poison
     letter = poison.refused(lambda m: raw(m.body) == token, "the bare message")
     assert_refused(poison, letter, "its content type is")
     poison.still_working()
+
+
+@pytest.fixture
+def refusal_queue(broker: Any) -> str:
+    """A declared work queue and its DLQ, consumed by no worker."""
+    name = f"test.refuse.{uuid.uuid4().hex[:8]}"
+    with broker.channel() as channel:
+        for queue in (work_queue(name), dead_letter_queue(name)):
+            queue.bind(channel).declare()
+    return name
+
+
+def fetch_one(channel: Any, queue: str, body: bytes) -> Any:
+    """Publish ``body`` to ``queue`` and fetch it back unacked, as the consumer holds a delivery."""
+    Producer(channel).publish(body, routing_key=queue, exchange="", content_type="application/json",
+                              content_encoding="utf-8", headers={"id": "t-1"}, delivery_mode=2)  # fmt: skip
+    return wait_for(lambda: channel.basic_get(queue, no_ack=False), 10, 0.05, "the message")
+
+
+def test_a_refusal_publishes_a_confirmed_copy_then_acks(
+    broker: Any, broker_url: str, refusal_queue: str
+) -> None:
+    """The copy carries the reason; the original is acked (it does not come back when the channel closes)."""
+    refuser = Refuser(app, "tester@host", timeout=5)
+    try:
+        with broker.channel() as channel:
+            raw = fetch_one(channel, refusal_queue, b"null")
+            refuser.refuse(channel.message_to_python(raw), refusal_queue, "its body is a JSON null")
+    finally:
+        refuser.close()
+    [copy] = take_messages(broker, refusal_queue + ".dlq")
+    assert copy.headers[REASON_HEADER] == "its body is a JSON null"
+    assert copy.headers["x-auth0-events-refused-by"] == "tester@host"
+    assert copy.headers["id"] == "t-1"
+    assert "x-death" not in copy.headers
+    assert take_messages(broker, refusal_queue) == []
+
+
+def test_a_refusal_whose_copy_cannot_be_published_rejects_so_rabbitmq_dead_letters_it(
+    broker: Any, refusal_queue: str
+) -> None:
+    """With no broker for the copy (here: nothing listens where it publishes) the original is rejected."""
+    unreachable = Celery("refuser-test", broker="amqp://guest:guest@127.0.0.1:1//")
+    refuser = Refuser(unreachable, "tester@host", timeout=1)
+    with broker.channel() as channel:
+        raw = fetch_one(channel, refusal_queue, b"null")
+        refuser.refuse(channel.message_to_python(raw), refusal_queue, "its body is a JSON null")
+    [letter] = take_messages(broker, refusal_queue + ".dlq")
+    assert letter.headers["x-death"][0]["reason"] == "rejected"
+    assert REASON_HEADER not in letter.headers
+    assert take_messages(broker, refusal_queue) == []
