@@ -10,6 +10,7 @@ and the reason is in the worker's log only. Either way the message is kept, and 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,9 @@ COMPRESSION_HEADER = HEADER_PREFIX + "compression"
 #: The properties a copy keeps; an ``expiration`` in particular would let the copy expire in the DLQ.
 KEPT_PROPERTIES = ("content_type", "content_encoding", "correlation_id", "reply_to", "message_id", "priority")
 PERSISTENT = 2
+#: After a copy could not be published, refusals reject for this long before trying a copy again: each
+#: try blocks the worker's event loop for up to the publish timeout.
+RETRY_COPIES_AFTER = 30.0
 
 
 class Refuser:
@@ -49,6 +53,7 @@ class Refuser:
         self._app, self._hostname, self._timeout = app, hostname, timeout
         self._connection: Connection | None = None
         self._producer: Producer | None = None
+        self._copies_from = 0.0  # time.monotonic() from which copies are tried again
 
     def refuse(self, message: Any, queue: str | None, reason: str) -> None:
         """Dead-letter ``message`` (kombu's or py-amqp's, from ``queue``) with ``reason``; never raises."""
@@ -65,12 +70,17 @@ class Refuser:
             connection.collect()
 
     def _dead_letter(self, message: Any, queue: str | None, reason: str) -> str:
-        if queue is not None:
+        if queue is not None and time.monotonic() >= self._copies_from:
             try:
                 self._publish_copy(message, queue, reason)
             except Exception as exc:  # noqa: BLE001 - a failed copy falls back to RabbitMQ's dead-lettering
                 self.close()
-                logger.warning("could not publish the refused message's copy: %s", type(exc).__name__)
+                self._copies_from = time.monotonic() + RETRY_COPIES_AFTER
+                logger.warning(
+                    "could not publish a refused message's copy (%s); rejecting refused messages for %ds",
+                    type(exc).__name__,
+                    RETRY_COPIES_AFTER,
+                )
             else:
                 _settle(message, ack=True)
                 return f"dead-lettered to {queue}.dlq with the reason"

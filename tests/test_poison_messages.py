@@ -381,15 +381,20 @@ def test_a_refusal_publishes_a_confirmed_copy_then_acks(
 
 
 def test_a_refusal_whose_copy_cannot_be_published_rejects_so_rabbitmq_dead_letters_it(
-    broker: Any, refusal_queue: str
+    broker: Any, refusal_queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With no broker for the copy (here: nothing listens where it publishes) the original is rejected."""
+    """With no broker for the copy (here: nothing listens where it publishes) the original is rejected,
+    and so are the next refusals for a while, without trying (and waiting) again each time.
+    """
     unreachable = Celery("refuser-test", broker="amqp://guest:guest@127.0.0.1:1//")
     refuser = Refuser(unreachable, "tester@host", timeout=1)
     with broker.channel() as channel:
-        raw = fetch_one(channel, refusal_queue, b"null")
-        refuser.refuse(channel.message_to_python(raw), refusal_queue, "its body is a JSON null")
-    [letter] = take_messages(broker, refusal_queue + ".dlq")
-    assert letter.headers["x-death"][0]["reason"] == "rejected"
-    assert REASON_HEADER not in letter.headers
+        for _ in range(2):
+            raw = fetch_one(channel, refusal_queue, b"null")
+            refuser.refuse(channel.message_to_python(raw), refusal_queue, "its body is a JSON null")
+    letters = take_messages(broker, refusal_queue + ".dlq")
+    assert [letter.headers["x-death"][0]["reason"] for letter in letters] == ["rejected", "rejected"]
+    assert REASON_HEADER not in letters[0].headers
     assert take_messages(broker, refusal_queue) == []
+    assert caplog.text.count("could not publish a refused message's copy") == 1
+    assert caplog.text.count("rejected: RabbitMQ dead-letters it without the reason") == 2
