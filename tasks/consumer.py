@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from celery.worker.consumer.gossip import Gossip
 
 from tasks.amqp_properties import install
 from tasks.models import utcnow
@@ -26,8 +27,34 @@ from tasks.task_message import decode_failure, max_body_bytes, message_problem
 logger = logging.getLogger(__name__)
 
 
+GOSSIP_STEP = "celery.worker.consumer.gossip:Gossip"
+
+
+class SafeGossip(Gossip):  # type: ignore[misc]
+    """Celery's Gossip step (other workers' events, on by default) minus its crash on an unreadable event.
+
+    Anyone with broker access can publish to the ``celeryev`` exchange; Gossip reads a ``null`` body's
+    ``hostname`` and its TypeError ends the worker.
+    """
+
+    def on_message(self, prepare: Any, message: Any) -> None:
+        """Celery's handling; an event it cannot read is dropped (the queue is no-ack) and logged."""
+        try:
+            super().on_message(prepare, message)
+        except Exception as exc:  # noqa: BLE001 - no worker event is worth the worker
+            logger.warning("ignored a worker event that could not be read (%s)", type(exc).__name__)
+
+
 class GuardedConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer with a check in front of its task message handler (see the module's docstring)."""
+
+    class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
+        """Celery's consumer steps, with SafeGossip for Gossip."""
+
+        default_steps = [
+            "tasks.consumer:SafeGossip" if step == GOSSIP_STEP else step
+            for step in Consumer.Blueprint.default_steps
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,8 +90,20 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
         self.refuser.refuse(message, self._source_queue(message), reason)
 
     def on_decode_error(self, message: Any, exc: BaseException) -> None:
-        """kombu could not convert or decode a message: dead-letter it (Celery logs its body and acks it)."""
-        self.refuse(message, f"its body cannot be decoded ({decode_failure(exc)})")
+        """kombu could not convert or decode a message: dead-letter it (Celery logs its body and acks it).
+
+        Celery's remote-control consumer reports here too: such a message (of a no-ack queue with no DLQ)
+        is dropped as Celery drops it, but without logging its body.
+        """
+        reason = f"its body cannot be decoded ({decode_failure(exc)})"
+        if self._source_queue(message) is not None:
+            self.refuse(message, reason)
+            return
+        logger.error("dropped a control message: %s", reason)
+        try:
+            message.ack()  # kombu acks nothing on a no-ack consumer; Celery's own handling does the same
+        except Exception as ack_exc:  # noqa: BLE001 - the connection may be gone; nothing else to do
+            logger.warning("could not ack the control message: %s", type(ack_exc).__name__)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         """Not a task message (Celery logs its body and rejects it without a reason)."""

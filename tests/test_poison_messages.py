@@ -7,6 +7,7 @@ out of the log, and the worker takes the next event: it neither dies, nor hangs,
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import uuid
 import zlib
@@ -14,14 +15,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import amqp
 import pytest
 from celery import Celery
-from kombu import Connection, Producer
+from celery.worker.consumer.gossip import Gossip
+from kombu import Connection, Exchange, Producer
+from kombu.message import Message
 
 from tasks.celery_app import app
+from tasks.consumer import GuardedConsumer, SafeGossip
 from tasks.event_task import TASK_NAME
 from tasks.refusal import REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER, Refuser
 from tasks.topology import dead_letter_queue, work_queue
@@ -398,3 +403,40 @@ def test_a_refusal_whose_copy_cannot_be_published_rejects_so_rabbitmq_dead_lette
     assert take_messages(broker, refusal_queue) == []
     assert caplog.text.count("could not publish a refused message's copy") == 1
     assert caplog.text.count("rejected: RabbitMQ dead-letters it without the reason") == 2
+
+
+def test_junk_on_the_remote_control_exchange_is_dropped_unlogged_and_the_worker_still_answers(
+    poison: PoisonQueue,
+) -> None:
+    """Celery reports an undecodable control message to the consumer, which must not reject it (no-ack)."""
+    secret = f"jane.doe+{uuid.uuid4().hex}@example.com"
+    with Connection(poison.url) as connection:
+        producer = Producer(connection.channel())
+        for body in (b"null", f"not json {secret}".encode(), b"[" * 990 + b"]" * 990):
+            producer.publish(body, exchange=Exchange("celery.pidbox", "fanout"), routing_key="",
+                             content_type="application/json", content_encoding="utf-8")  # fmt: skip
+    poison.wait(
+        lambda: "dropped a control message" in poison.worker.log_text(), "the control message dropped"
+    )
+    replies = app.control.ping([f"{poison.worker.name}@{socket.gethostname()}"], timeout=5)
+    assert replies, poison.diagnosis()
+    poison.still_working()
+    assert secret not in poison.worker.log_text()
+
+
+def test_gossip_ignores_a_worker_event_it_cannot_read() -> None:
+    """Celery's Gossip (on unless --without-gossip) ended the worker on a null event; SafeGossip drops it."""
+    consumer = SimpleNamespace(app=app, hostname="w@host", pid=1, timer=None, hub=None)
+    event = Message(
+        body="null",
+        content_type="application/json",
+        content_encoding="utf-8",
+        headers={},
+        delivery_info={"routing_key": "worker.heartbeat"},
+        accept=["application/json"],
+    )
+    with pytest.raises(TypeError):
+        Gossip(consumer).on_message(lambda payload: payload, event)
+    SafeGossip(consumer).on_message(lambda payload: payload, event)
+    assert "tasks.consumer:SafeGossip" in GuardedConsumer.Blueprint.default_steps
+    assert "celery.worker.consumer.gossip:Gossip" not in GuardedConsumer.Blueprint.default_steps
