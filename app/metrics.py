@@ -32,9 +32,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.intake import Intake
+from tasks import amqp_properties
 from tasks.broker_status import queue_state
 from tasks.celery_app import app as celery_app
 from tasks.metrics import DIR_VARIABLE, event_type_label
+from tasks.refusal import REFUSED_AT_HEADER
 from tasks.topology import dead_letter_queue, quarantine_queue, work_queue
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,9 @@ def timed_publish() -> Iterator[None]:
 
 def init_app(app: Flask, broker_url: str, work_queues: Sequence[str]) -> None:
     """Serve GET /metrics, count every request, and read the queues of ``work_queues`` when scraped."""
+    # The scrape reads the head of each DLQ, which anyone with broker access may have filled with
+    # headers py-amqp cannot decode (nested thousands deep): decoded through the guard, as in the worker.
+    amqp_properties.install()
 
     def connect() -> Connection:
         connection: Connection = celery_app.connection_for_read(
@@ -277,12 +282,12 @@ class BrokerCollector:
 
 
 def _dead_lettered_at(headers: dict[str, Any]) -> datetime | None:
-    """The latest ``time`` of the message's x-death entries (py-amqp gives naive UTC datetimes)."""
-    times = [
-        entry["time"].replace(tzinfo=entry["time"].tzinfo or UTC)
-        for entry in headers.get("x-death") or []
-        if isinstance(entry, dict) and isinstance(entry.get("time"), datetime)
-    ]
+    """When the message was dead-lettered: the worker's refusal time, else the latest ``time`` of its
+    x-death entries (a refused message is copied to the DLQ by the worker, so it has no x-death of its
+    own). py-amqp gives naive UTC datetimes."""
+    stamps = [headers.get(REFUSED_AT_HEADER)]
+    stamps += [entry.get("time") for entry in headers.get("x-death") or [] if isinstance(entry, dict)]
+    times = [stamp.replace(tzinfo=stamp.tzinfo or UTC) for stamp in stamps if isinstance(stamp, datetime)]
     return max(times, default=None)
 
 

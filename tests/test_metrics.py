@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.broker_status import queue_state
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, as_jsonl, make_record, wait_for, with_action
+from tests.helpers import ROOT, as_jsonl, make_record, take_messages, wait_for, with_action
 from tests.test_processes import procfile
 from tests.test_run_command import free_port
 
@@ -339,6 +339,54 @@ def test_metrics_answer_with_broker_up_0_when_the_broker_is_unreachable(make_app
     families = list(text_string_to_metric_families(response.text))
     assert series(families, "auth0_events_broker_up") == {(): 0}
     assert series(families, "auth0_events_queue_messages", "queue") == {}
+
+
+def test_dlq_age_counts_a_worker_refusal_and_survives_undecodable_headers(make_app: Any, broker: Any) -> None:
+    """A message the worker refused has no x-death: its age comes from the refusal's time. A DLQ head with
+    headers nested too deep for py-amqp (anyone with broker access can put one there) leaves /metrics
+    answering, the broker up and that age unknown."""
+
+    from kombu import Producer
+
+    from tasks.models import utcnow
+    from tasks.refusal import REFUSED_AT_HEADER
+
+    queue = f"metrics-{uuid.uuid4().hex[:8]}.s"
+    app = make_app(routes=f"s={queue}")
+    assert app.test_client().get("/readyz").status_code == 200  # declares the queue and its DLQ
+    producer = Producer(broker.default_channel, auto_declare=False)
+    producer.publish(
+        b"{}", routing_key=f"{queue}.dlq", headers={REFUSED_AT_HEADER: utcnow() - timedelta(seconds=90)}
+    )
+    ages = series(scrape_app(app), "auth0_events_dlq_oldest_message_age_seconds", "queue")
+    assert 90 <= ages[(f"{queue}.dlq",)] < 150
+
+    take_messages(broker, f"{queue}.dlq")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # py-amqp encodes headers recursively too
+    try:
+        producer.publish(b"{}", routing_key=f"{queue}.dlq", headers={"deep": nested_list(3000)})
+    finally:
+        sys.setrecursionlimit(limit)
+    families = scrape_app(make_app(routes=f"s={queue}"))
+    assert series(families, "auth0_events_broker_up") == {(): 1}
+    assert (f"{queue}.dlq",) not in series(families, "auth0_events_dlq_oldest_message_age_seconds", "queue")
+    assert series(families, "auth0_events_queue_messages", "queue")[(f"{queue}.dlq",)] == 1
+
+
+def scrape_app(app: Any) -> list[Metric]:
+    """The metric families of a receiver's GET /metrics, through its test client."""
+    response = app.test_client().get("/metrics")
+    assert response.status_code == 200
+    return list(text_string_to_metric_families(response.text))
+
+
+def nested_list(depth: int) -> Any:
+    """A list nested ``depth`` levels deep."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 def test_unknown_event_codes_share_one_label(client: Any) -> None:
