@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /srv
-COPY pyproject.toml README.md celeryconfig.py gunicorn.conf.py Procfile ./
+COPY pyproject.toml README.md celeryconfig.py gunicorn.conf.py flowerconfig.py Procfile ./
 COPY app ./app
 COPY tasks ./tasks
 COPY cli ./cli

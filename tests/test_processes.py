@@ -247,3 +247,14 @@ def test_the_image_gets_no_certificate_and_flower_checks_its_login() -> None:
     assert {"deploy/certs", "deploy/acme", ".env"} <= set(ignored)
     assert "COPY tasks ./tasks" in (ROOT / "Dockerfile").read_text()
     assert (ROOT / "tasks" / "flower_login.py").is_file()
+
+
+def test_the_image_holds_every_file_the_processes_read_from_their_directory() -> None:
+    """Celery, gunicorn and Flower each read a module of the repository's root from the working directory;
+    an image without one runs differently from the Procfile (Flower without flowerconfig.py logs in
+    tornado's format, unmasked)."""
+    copied = " ".join(
+        line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY")
+    )
+    for name in ("celeryconfig.py", "gunicorn.conf.py", "flowerconfig.py", "app", "tasks", "cli"):
+        assert name in copied.split(), f"the Dockerfile does not copy {name}"
