@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import requests
 from amqp.exceptions import NotFound
 from kombu import Connection, Queue
 
@@ -140,3 +143,87 @@ class WorkerProcess:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def procfile() -> dict[str, str]:
+    """Process name to command, from the Procfile."""
+    processes = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            processes[name.strip()] = command.strip()
+    return processes
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group; SIGKILL it if it is still there after 20 s."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+@dataclass
+class ReceiverProcess:
+    """The Procfile's web line (gunicorn) running on ``port``, logging to ``log_path``."""
+
+    url: str
+    port: int
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+    def log_text(self) -> str:
+        """Everything gunicorn and its workers have logged so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def procfile_receiver(
+    log_path: Path, env: dict[str, str], workers: int = 1, ready: str = "/readyz"
+) -> Iterator[ReceiverProcess]:
+    """Run the Procfile's web line with ``env`` added to this process's environment; yield it once
+    ``ready`` answers 200, stop its process group afterwards."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        **env,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            ["sh", "-c", procfile()["web"]],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    receiver = ReceiverProcess(f"http://127.0.0.1:{port}", port, log_path, full_env, process)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited:\n{receiver.log_text()[-3000:]}")
+        try:
+            return requests.get(f"{receiver.url}{ready}", timeout=10).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_for(answers, 60, 0.1, f"the receiver to answer {ready}")
+        yield receiver
+    finally:
+        stop_process_group(process)

@@ -8,21 +8,19 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, as_jsonl, make_record, take_messages, wait_for
-from tests.test_processes import procfile
-from tests.test_run_command import free_port
+from tests.helpers import (
+    as_jsonl,
+    make_record,
+    procfile_receiver,
+    take_messages,
+)
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
@@ -34,44 +32,13 @@ def gunicorn_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     """The Procfile's web line with a 64 KiB body limit, routing s to a queue of its own."""
     directory = tmp_path_factory.mktemp("hostile")
     queue = f"test.{uuid.uuid4().hex[:8]}.framing"
-    port = free_port()
     env = {
-        **os.environ,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
         "AUTH0_EVENTS_ROUTES": f"s={queue}",
         "AUTH0_EVENTS_MAX_BODY_BYTES": str(LIMIT),
         "PROMETHEUS_MULTIPROC_DIR": str(directory),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    log_path = directory / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["sh", "-c", procfile()["web"]],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            return post_raw(port, "GET", b"", {}, path="/readyz")[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(ready, 60, 0.2, "the receiver to be ready")
-        yield "127.0.0.1", port, queue
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    with procfile_receiver(directory / "gunicorn.log", env) as receiver:
+        yield "127.0.0.1", receiver.port, queue
 
 
 def post_raw(

@@ -11,7 +11,6 @@ import ast
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -24,8 +23,16 @@ import pytest
 import requests
 
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, WorkerProcess, as_jsonl, make_record, wait_for, with_action
-from tests.test_run_command import free_port
+from tests.helpers import (
+    ROOT,
+    WorkerProcess,
+    as_jsonl,
+    free_port,
+    make_record,
+    stop_process_group,
+    wait_for,
+    with_action,
+)
 
 pytestmark = pytest.mark.worker
 
@@ -116,18 +123,6 @@ def flower_env(**overrides: str) -> dict[str, str]:
     """This run's environment without any FLOWER_* of the caller's, plus ``overrides``."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("FLOWER_")}
     return {**env, **overrides}
-
-
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group; SIGKILL it if it is still there after 20 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,9 +27,7 @@ from kombu import Connection
 from sqlalchemy import create_engine, text
 
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, WorkerProcess, wait_for
-from tests.test_processes import procfile
-from tests.test_run_command import free_port
+from tests.helpers import ReceiverProcess, WorkerProcess, procfile_receiver, wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -61,13 +56,15 @@ HOSTILE_TOKENS = (
 class Receiver:
     """A gunicorn receiver on queues of the test's own, and what it needs for the checks."""
 
-    url: str
+    process: ReceiverProcess
     queues: tuple[str, ...]
     quarantine: str
     database_url: str
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """Where it listens."""
+        return self.process.url
 
 
 @pytest.fixture(scope="module")
@@ -80,48 +77,16 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     queues = (f"{prefix}.s", f"{prefix}.f", f"{prefix}.other")
     database_url = f"sqlite:///{directory / 'ledger.sqlite3'}"
     upgrade(database_url)
-    port = free_port()
+    (directory / "metrics").mkdir()
     env = {
-        **os.environ,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
         "AUTH0_EVENTS_ROUTES": f"s={queues[0]},f={queues[1]},fp={queues[1]},*={queues[2]}",
         "AUTH0_EVENTS_MAX_BODY_BYTES": str(MAX_BODY),
         "DATABASE_URL": database_url,
         "PROMETHEUS_MULTIPROC_DIR": str(directory / "metrics"),
         "AUTH0_EVENTS_LOG_MASK_PII": "true",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    (directory / "metrics").mkdir()
-    log_path = directory / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["sh", "-c", procfile()["web"]],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            return requests.get(f"{url}/readyz", timeout=10).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(ready, 60, 0.2, "the receiver to be ready")
-        yield Receiver(url, queues, "auth0.quarantine", database_url, env, log_path, process)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    with procfile_receiver(directory / "gunicorn.log", env, workers=2) as process:
+        yield Receiver(process, queues, "auth0.quarantine", database_url)
 
 
 # --- what the fuzzer sends -------------------------------------------------------------------------------
@@ -344,14 +309,14 @@ def test_receiver_under_fuzzed_bodies_then_worker_drains_everything(
         totals["requests"] += 1
 
     post_one()
-    assert receiver.process.poll() is None, "the receiver died"
+    assert receiver.process.process.poll() is None, "the receiver died"
     drain_with_a_worker(receiver, broker_url, tmp_path_factory.mktemp("fuzz-worker"))
 
 
 def drain_with_a_worker(receiver: Receiver, broker_url: str, directory: Path) -> None:
     """A real worker takes every message the fuzzing left, stays alive, and then handles a fresh event."""
     env = {
-        key: receiver.env[key]
+        key: receiver.process.env[key]
         for key in (
             "AUTH0_EVENTS_ROUTES",
             "DATABASE_URL",
@@ -399,7 +364,7 @@ def drain_with_a_worker(receiver: Receiver, broker_url: str, directory: Path) ->
     finally:
         worker.stop()
     for process, log in (
-        ("receiver", receiver.log_path.read_text(errors="replace")),
+        ("receiver", receiver.process.log_text()),
         ("worker", worker.log_text()),
     ):
         for value in (EMAIL, IP, IPV6):

@@ -7,7 +7,6 @@ import copy
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,9 +27,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.broker_status import queue_state
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, as_jsonl, make_record, take_messages, wait_for, with_action
-from tests.test_processes import procfile
-from tests.test_run_command import free_port
+from tests.helpers import (
+    ROOT,
+    as_jsonl,
+    free_port,
+    make_record,
+    procfile_receiver,
+    take_messages,
+    wait_for,
+    with_action,
+)
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 MONITORING = ROOT / "monitoring"
@@ -105,49 +111,15 @@ def service(tmp_path: Path, start_worker: Any) -> Iterator[Service]:
     )
     assert list(metrics_dir.glob("counter_*.db")), "the stale file of an earlier run was not written"
 
-    port, worker_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "AUTH0_EVENTS_ROUTES": routes,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["sh", "-c", procfile()["web"]],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    receiver = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                return requests.get(f"{receiver}/readyz", timeout=10).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_for(ready, 60, 0.2, "the receiver to be ready")
+    worker_port = free_port()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "AUTH0_EVENTS_ROUTES": routes}
+    with procfile_receiver(tmp_path / "gunicorn.log", env, workers=2) as receiver:
         worker = start_worker(
             list(queues),
             env={"AUTH0_EVENTS_METRICS_PORT": str(worker_port), "AUTH0_EVENTS_ROUTES": routes},
             concurrency=2,
         )
-        yield Service(receiver, f"http://127.0.0.1:{worker_port}", worker, queues)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        yield Service(receiver.url, f"http://127.0.0.1:{worker_port}", worker, queues)
 
 
 def traffic_mix() -> list[Any]:

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,10 +28,16 @@ from tasks.celery_app import app as celery_app
 from tasks.db import make_engine, session_scope
 from tasks.pii import current_personal_values, mask, mask_text, personal_values
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, as_jsonl, make_record, wait_for
-from tests.test_flower import flower_command, flower_env, stop_process_group
-from tests.test_processes import procfile
-from tests.test_run_command import free_port
+from tests.helpers import (
+    ROOT,
+    as_jsonl,
+    free_port,
+    make_record,
+    procfile_receiver,
+    stop_process_group,
+    wait_for,
+)
+from tests.test_flower import flower_command, flower_env
 
 API_TOKEN = "pii-api-token-6c1e0b9d4f2a8e7c3b5d1f0a"
 MASKED = {"AUTH0_EVENTS_LOG_MASK_PII": "true"}
@@ -155,43 +160,6 @@ def test_database_errors_hide_their_parameters_when_asked(tmp_path: Path) -> Non
 
 
 @contextmanager
-def gunicorn_receiver(log_path: Path, env: dict[str, str]) -> Iterator[str]:
-    """The Procfile's web line with ``env`` added; yields its URL once /readyz answers, stops it after."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        **env,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            ["sh", "-c", procfile()["web"]],
-            cwd=ROOT,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            return requests.get(f"{url}/readyz", timeout=10).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_for(ready, 60, 0.2, "the receiver to be ready")
-        yield url
-    finally:
-        stop_process_group(process)
-
-
-@contextmanager
 def celery_events() -> Iterator[list[dict[str, Any]]]:
     """Every Celery event on the broker while the block runs: what Flower receives and shows."""
     received: list[dict[str, Any]] = []
@@ -261,16 +229,16 @@ def test_no_email_or_ip_reaches_any_log_line_or_stored_reason(tmp_path: Path, st
         # A database without the archive's tables: every search fails with its parameters in the error.
         "DATABASE_URL": f"sqlite:///{tmp_path / 'not-migrated.sqlite3'}",
     }
-    with gunicorn_receiver(receiver_log, receiver_env) as receiver, celery_events() as events:
+    with procfile_receiver(receiver_log, receiver_env) as running, celery_events() as events:
         response = requests.post(
-            f"{receiver}/webhooks/auth0",
+            f"{running.url}/webhooks/auth0",
             data=as_jsonl(records),
             headers={"Authorization": TEST_TOKEN},
             timeout=30,
         )
         assert response.status_code == 202, response.text
         search = requests.get(
-            f"{receiver}/events",
+            f"{running.url}/events",
             params={"user": records[0]["data"]["user_name"], "ip": records[0]["data"]["ip"]},
             headers={"Authorization": f"Bearer {API_TOKEN}"},
             timeout=30,

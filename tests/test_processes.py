@@ -16,19 +16,9 @@ import yaml
 
 from tasks.routing import DLQ_SUFFIX, QUARANTINE_QUEUE, parse_routes
 from tasks.settings import DEFAULT_ROUTES, Settings, check_flower_basic_auth, load_settings
-from tests.helpers import ROOT
+from tests.helpers import ROOT, procfile
 
 PASSWORDS = ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD")
-
-
-def procfile() -> dict[str, str]:
-    """Process name to command, from the Procfile."""
-    processes = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, command = line.partition(":")
-            processes[name.strip()] = command.strip()
-    return processes
 
 
 def compose() -> dict[str, Any]:

@@ -14,7 +14,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,10 +27,16 @@ import pytest
 import trustme
 
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, as_jsonl, make_record, wait_for
-from tests.test_flower import stop_process_group
-from tests.test_processes import compose, procfile
-from tests.test_run_command import free_port
+from tests.helpers import (
+    ROOT,
+    as_jsonl,
+    free_port,
+    make_record,
+    procfile_receiver,
+    stop_process_group,
+    wait_for,
+)
+from tests.test_processes import compose
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
 BODY_LIMIT = 64 * 1024  # the receiver's AUTH0_EVENTS_MAX_BODY_BYTES and the proxy's limit in these tests
@@ -123,31 +128,13 @@ class Proxy:
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     """The Procfile's web line on a port of its own, with a small body limit and a queue of its own."""
-    port = free_port()
     log = tmp_path_factory.mktemp("receiver") / "gunicorn.log"
     env = {
-        **os.environ,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
         "AUTH0_EVENTS_MAX_BODY_BYTES": str(BODY_LIMIT),
         "AUTH0_EVENTS_ROUTES": f"s=test.proxy.{uuid.uuid4().hex[:8]}",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            ["sh", "-c", procfile()["web"]],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: answers(f"{url}/healthz"), 60, 0.1, f"gunicorn to answer; log:\n{log}")
-        yield Receiver(url, log)
-    finally:
-        stop_process_group(process)
+    with procfile_receiver(log, env, workers=2, ready="/healthz") as process:
+        yield Receiver(process.url, log)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -16,8 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import BROKER_HOST, TEST_TOKEN, _rabbitmqctl
-from tests.helpers import ROOT, as_jsonl, make_record, wait_for
-from tests.test_processes import procfile
+from tests.helpers import ROOT, as_jsonl, free_port, make_record, procfile, wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -30,13 +28,6 @@ def procfile_processes() -> list[str]:
     names = listed.stdout.split()
     assert names == [name for name in procfile() if name != "release"]
     return names
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -102,10 +93,11 @@ def procfile_service(own_vhost: str, tmp_path: Path) -> Iterator[dict[str, Any]]
 
 
 def get(url: str, **kwargs: Any) -> requests.Response | None:
-    """GET that answers None while the server is not listening yet."""
+    """GET that answers None while the server is not listening yet, or too busy starting to answer (the
+    whole Procfile starts at once on two cores); the caller's deadline bounds the wait."""
     try:
         return requests.get(url, timeout=5, **kwargs)
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):
         return None
 
 

@@ -22,8 +22,7 @@ from tasks.events import InvalidRecord, parse_event
 from tasks.samples import INVALID_KINDS, SampleBatch, SampleGenerator, parse_types
 from tasks.sender import SendOptions, encode_body, parse_rate, payload_url, retry_after_seconds, send_batches
 from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, take_messages, task_kwargs
-from tests.test_run_command import free_port
+from tests.helpers import ROOT, free_port, take_messages, task_kwargs
 
 CLI = str(Path(sys.executable).parent / "auth0-events")
 FIXED_NOW = datetime(2026, 11, 26, 8, 25, 14, 466000, tzinfo=UTC)

@@ -13,9 +13,7 @@ import pytest
 
 from app import create_app
 from tasks.settings import ConfigurationError
-from tests.helpers import ROOT, as_jsonl, make_record
-from tests.test_processes import procfile
-from tests.test_run_command import free_port
+from tests.helpers import ROOT, as_jsonl, free_port, make_record, procfile
 
 
 def test_receiver_without_a_token_refuses_to_start(settings_for: Any) -> None:

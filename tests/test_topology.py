@@ -18,8 +18,7 @@ from kombu import Connection, Exchange, Queue
 from tasks.broker_status import declare_topology, queue_state
 from tasks.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
 from tests.conftest import BROKER_HOST, _rabbitmqctl
-from tests.helpers import ROOT, wait_for
-from tests.test_run_command import free_port
+from tests.helpers import ROOT, free_port, wait_for
 
 CLI = str(Path(sys.executable).parent / "auth0-events")
 ROUTES = "s,ss,f=auth0.failed,fp=auth0.failed"
