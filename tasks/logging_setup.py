@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
-from tasks.pii import current_personal_values, mask, mask_text
+from tasks.pii import current_personal_values, mask, mask_text, set_mask_key
 from tasks.settings import Settings
 
 #: What ties a line to an event and a request; set with log_context(), added to every line in that context.
@@ -176,6 +176,7 @@ def configure_logging(
 ) -> None:
     """Send every logger's lines to ``stream`` (stderr) in the configured format; replaces root handlers."""
     stream = stream or sys.stderr
+    set_mask_key(settings.log_mask_key)
     handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
     handler.setFormatter(make_formatter(settings.log_format, stream, settings.log_mask_pii))

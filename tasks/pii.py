@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import re
 import socket
@@ -36,13 +37,26 @@ _MIN_KNOWN_LENGTH = 3
 _known: ContextVar[tuple[str, ...]] = ContextVar("auth0_events_personal_values", default=())
 
 
-def mask(value: str) -> str:
-    """A stable stand-in for a personal value: ``masked:<8 hex>``, the start of its SHA-256.
+#: The secret of mask()'s keyed hash (AUTH0_EVENTS_LOG_MASK_KEY), set by configure_logging.
+_mask_key: list[bytes] = []
 
-    A hash rather than asterisks, so lines about the same person can still be correlated. A pseudonym, not
-    anonymity: whoever has a candidate value (there are only 2**32 IPv4 addresses) can find its lines.
+
+def set_mask_key(key: str) -> None:
+    """Key mask()'s hash with ``key`` in this process (an empty key: the plain SHA-256)."""
+    _mask_key[:] = [key.encode()] if key else []
+
+
+def mask(value: str) -> str:
+    """A stable stand-in for a personal value: ``masked:<8 hex>``, the start of its keyed hash.
+
+    A hash rather than asterisks, so lines about the same person can still be correlated. Keyed
+    (HMAC-SHA256 with AUTH0_EVENTS_LOG_MASK_KEY): a plain hash of an IPv4 address is found again by hashing
+    all 2**32 of them; without the key no candidate value can be checked.
     """
-    return "masked:" + hashlib.sha256(value.encode()).hexdigest()[:8]
+    data = value.encode("utf-8", "surrogatepass")
+    if _mask_key:
+        return "masked:" + hmac.new(_mask_key[0], data, hashlib.sha256).hexdigest()[:8]
+    return "masked:" + hashlib.sha256(data).hexdigest()[:8]
 
 
 @contextmanager

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         "INFO", validation_alias="AUTH0_EVENTS_LOG_LEVEL"
     )
     log_mask_pii: bool = Field(False, validation_alias="AUTH0_EVENTS_LOG_MASK_PII")
+    # The secret of the masks' keyed hash: without one, a masked IPv4 address is found again by hashing
+    # all 2**32 of them.
+    log_mask_key: str = Field("", repr=False, validation_alias="AUTH0_EVENTS_LOG_MASK_KEY")
 
     _split_tokens = field_validator(
         "log_stream_tokens", "plugins", "builtin_handlers", "api_tokens", "signup_roles", mode="before"
@@ -130,6 +133,18 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "the Auth0 Management API actions (AUTH0_EVENTS_BLOCK_BREACHED_USERS, "
                     f"AUTH0_EVENTS_SIGNUP_ROLES) need {', '.join(missing)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _mask_key_when_masking(self) -> Settings:
+        if self.log_mask_pii:
+            problem = "is not set" if not self.log_mask_key else token_problem(self.log_mask_key)
+            if problem:
+                raise ValueError(
+                    f"AUTH0_EVENTS_LOG_MASK_KEY {problem}: AUTH0_EVENTS_LOG_MASK_PII needs a secret of "
+                    f"at least {MIN_TOKEN_LENGTH} random characters for the masks' keyed hash, e.g. "
+                    f"from `{MAKE_A_TOKEN}`"
                 )
         return self
 

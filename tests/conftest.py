@@ -87,6 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "AUTH0_EVENTS_RETRY_BACKOFF_MAX": "0.2",
             "AUTH0_EVENTS_PLUGINS": "tests.plugin_handlers",
             "AUTH0_EVENTS_PUBLISH_TIMEOUT": "5",
+            # Only used where a test turns AUTH0_EVENTS_LOG_MASK_PII on, which requires it.
+            "AUTH0_EVENTS_LOG_MASK_KEY": "test-mask-key-0123456789abcdef0123",
             "AUTH0_EVENTS_TEST_EFFECTS": str(effects),
             "DATABASE_URL": f"sqlite:///{effects / 'ledger.sqlite3'}",
         }

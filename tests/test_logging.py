@@ -230,3 +230,19 @@ def test_masked_worker_logs_hold_no_personal_data(make_app: Any, start_worker: A
     assert name not in worker.log_text()
     assert "198.51.100.77" not in worker.log_text()
     assert mask(name) in worker.log_text()
+
+
+def test_masks_are_keyed(settings_for: Any, restore_logging: None) -> None:
+    """The mask of a value is an HMAC under AUTH0_EVENTS_LOG_MASK_KEY: the same value gives the same mask
+    under one key (lines still correlate) and another under another key, and it is not the plain SHA-256
+    anyone could compute for each of the 2**32 IPv4 addresses."""
+    import hashlib
+
+    ip = "203.0.113.9"
+    plain = "masked:" + hashlib.sha256(ip.encode()).hexdigest()[:8]
+    configure_logging(settings_for(log_mask_pii=True, log_mask_key="k" * 32), stream=io.StringIO())
+    first = mask(ip)
+    assert first == mask(ip)
+    assert first != plain
+    configure_logging(settings_for(log_mask_pii=True, log_mask_key="j" * 32), stream=io.StringIO())
+    assert mask(ip) not in (first, plain)

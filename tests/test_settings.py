@@ -377,3 +377,22 @@ def test_flower_login_of_env_example_is_refused() -> None:
 def test_flower_login_with_real_passwords_is_accepted(value: str) -> None:
     """user:password pairs with a real password pass (a password may contain colons, as Flower allows)."""
     check_flower_basic_auth(value)
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [("", "is not set"), ("short-key", "has 9 characters"), ("change-me-" + "x" * 30, "is the placeholder")],
+    ids=["unset", "short", "placeholder"],
+)
+def test_masking_needs_a_secret_key(monkeypatch: pytest.MonkeyPatch, key: str, says: str) -> None:
+    """AUTH0_EVENTS_LOG_MASK_PII without a real AUTH0_EVENTS_LOG_MASK_KEY stops start-up naming it (an
+    unkeyed hash of an IPv4 address is reversed by hashing all 2**32); without masking no key is needed."""
+    monkeypatch.setenv("AUTH0_EVENTS_LOG_MASK_KEY", key)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(log_mask_pii=True)
+    assert f"AUTH0_EVENTS_LOG_MASK_KEY {says}" in str(caught.value)
+    if key:
+        assert key not in str(caught.value)
+    assert load_settings(log_mask_pii=False).log_mask_pii is False
+    monkeypatch.setenv("AUTH0_EVENTS_LOG_MASK_KEY", TOKEN_A)
+    assert load_settings(log_mask_pii=True).log_mask_key == TOKEN_A
