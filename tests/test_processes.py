@@ -248,3 +248,15 @@ def test_the_image_holds_every_file_the_processes_read_from_their_directory() ->
     )
     for name in ("celeryconfig.py", "gunicorn.conf.py", "flowerconfig.py", "app", "tasks", "cli"):
         assert name in copied.split(), f"the Dockerfile does not copy {name}"
+
+
+def test_git_ignores_the_default_database_and_its_sqlite_companions() -> None:
+    """The default DATABASE_URL's file and the -wal, -shm and -journal files SQLite keeps beside it (WAL
+    mode: tasks/db.py) stay out of `git status`, and so do a *.db ledger's."""
+    default = Path(Settings.model_fields["database_url"].default.removeprefix("sqlite:///"))
+    names = [
+        f"{base}{suffix}" for base in (default, "ledger.db") for suffix in ("", "-wal", "-shm", "-journal")
+    ]
+    for name in names:
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT, timeout=30)
+        assert ignored.returncode == 0, f"{name} is not in .gitignore"
