@@ -1,6 +1,10 @@
 """Tests for the Auth0 log event catalogue."""
 
+import json
+import re
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,18 @@ from tasks.catalogue import (
     describe,
     is_category,
 )
+from tasks.routing import parse_routes
+
+#: A copy of Auth0's machine-readable list of log codes (auth0/auth0-log-schemas), refreshed by
+#: scripts/refresh-catalogue.
+AUTH0_LIST = Path(__file__).parent / "data" / "auth0-log-schemas" / "codes.json"
+
+
+def auth0_list() -> dict[str, Any]:
+    """The copy of Auth0's list: its source, and each code with its category."""
+    document: dict[str, Any] = json.loads(AUTH0_LIST.read_text(encoding="utf-8"))
+    return document
+
 
 EXPECTED_CATEGORIES = {
     "actions",
@@ -105,7 +121,7 @@ def test_known_codes(code: str, category: str | None, name: str) -> None:
 def test_describe_unknown_code_returns_placeholder() -> None:
     """describe() of an unknown code returns the placeholder instead of raising."""
     assert describe("zz_new_code") == EventType(
-        "zz_new_code", "Unknown event type", "Not in the catalogue shipped with this version", None
+        "zz_new_code", "Unknown event type", "Not in the catalogue shipped with this version", None, False
     )
 
 
@@ -148,3 +164,53 @@ def test_entries_have_names() -> None:
     for entry in _ENTRIES:
         assert entry.code
         assert entry.name
+
+
+def test_the_copy_of_auth0s_list_says_where_it_came_from() -> None:
+    """The copy names the repository, file, commit and licence it came from, and holds each code once."""
+    document = auth0_list()
+    source = document["source"]
+    assert source["repository"] == "https://github.com/auth0/auth0-log-schemas"
+    assert source["path"] == "schemas/all-log-types.schema.json"
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
+    assert source["licence"]
+    codes = [entry["code"] for entry in document["codes"]]
+    assert len(codes) == len(set(codes)) == document["count"]
+    assert {entry["category_source"] for entry in document["codes"]} <= set(document["category_sources"])
+
+
+def test_every_code_in_auth0s_list_is_catalogued_with_its_category() -> None:
+    """Each code of Auth0's list is in CATALOGUE, filed under the category the copy gives it."""
+    wrong = [
+        (entry["code"], describe(entry["code"]).category or "other", entry["category"])
+        for entry in auth0_list()["codes"]
+        if entry["code"] not in CATALOGUE
+        or (CATALOGUE[entry["code"]].category or "other") != entry["category"]
+    ]
+    assert wrong == []
+
+
+def test_codes_no_longer_in_auth0s_list_stay_marked_as_such() -> None:
+    """Codes of ours that Auth0's list lacks stay catalogued (old tenants' logs) with in_auth0_list False."""
+    listed = {entry["code"] for entry in auth0_list()["codes"]}
+    marked = {code for code, entry in CATALOGUE.items() if not entry.in_auth0_list}
+    assert marked == set(CATALOGUE) - listed
+    assert {"fapi", "du", "sys_update_start", "elevated_rate_limit"} <= marked
+
+
+@pytest.mark.parametrize(
+    ("code", "category"),
+    [
+        ("sdel", "auth.login.success"),
+        ("sdeleacft", "auth.token_exchange.success"),
+        ("sdelsa", "auth.silent_auth.success"),
+        ("fdeleacft", "auth.token_exchange.fail"),
+        ("fdelsa", "auth.silent_auth.fail"),
+    ],
+)
+def test_delegated_session_codes_are_known_and_routed_by_category(code: str, category: str) -> None:
+    """The delegated-session codes Auth0 added are catalogued, so a route by their category reaches them."""
+    assert describe(code).name != "Unknown event type"
+    assert describe(code).in_auth0_list
+    assert code in codes_in_category(category)
+    assert parse_routes(f"{category}=auth.by_category,*=auth.rest").queue_for(code) == "auth.by_category"
