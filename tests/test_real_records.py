@@ -1,0 +1,164 @@
+"""Real-format Auth0 records (tests/data/records, one file per public source) through the receiver and a real
+worker: each valid record archived with its fields and handled once though posted in all three formats,
+each invalid one quarantined with its reason. On SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tasks.db import session_scope, upgrade
+from tasks.models import Event
+from tests.conftest import TEST_TOKEN, private_postgres_database
+from tests.helpers import as_jsonl, take_messages, wait_for
+
+pytestmark = pytest.mark.worker
+AUTH = {"Authorization": TEST_TOKEN}
+SOURCES = sorted((Path(__file__).parent / "data" / "records").glob("*.json"))
+#: Fields the archive keeps in columns, compared with the record's own.
+TEXT_COLUMNS = ("type", "user_id", "user_name", "ip", "client_id")
+
+
+def corpus(source: Path) -> list[dict[str, Any]]:
+    """The records of one source file, each with its provenance and, when invalid, the expected reason."""
+    items: list[dict[str, Any]] = json.loads(source.read_text(encoding="utf-8"))["records"]
+    return items
+
+
+def data_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The log entry: the stream envelope's ``data``, or the Management API's bare entry itself."""
+    data: dict[str, Any] = record.get("data", record)
+    return data
+
+
+def expected_date(value: object) -> datetime | None:
+    """The record's date as the archive should hold it: UTC, None when absent or not a date."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def archived_as(record: dict[str, Any]) -> dict[str, Any]:
+    """The archive row a valid record should leave: its own values, text or "" where it has none."""
+    data = data_of(record)
+    row = {column: data[column] if isinstance(data.get(column), str) else "" for column in TEXT_COLUMNS}
+    return {
+        "log_id": record.get("log_id", data.get("log_id")),
+        "date": expected_date(data.get("date")),
+        **row,
+    }
+
+
+def row_of(event: Event) -> dict[str, Any]:
+    """The archived values that archived_as predicts."""
+    columns = {column: getattr(event, column) for column in TEXT_COLUMNS}
+    return {"log_id": event.log_id, "date": event.date, **columns}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test's own, so no earlier test's rows share the corpus's log_ids."""
+    if request.param == "postgresql":
+        with private_postgres_database() as url:
+            yield url
+        return
+    url = f"sqlite:///{tmp_path / 'corpus.sqlite3'}"
+    upgrade(url)
+    yield url
+
+
+def post(client: Any, body: bytes | str, valid: int, invalid: int) -> None:
+    """POST one body and check the receiver's count of accepted and quarantined records."""
+    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert (response.json["accepted"], response.json["quarantined"]) == (valid, invalid)
+
+
+def post_in_every_format(client: Any, items: list[dict[str, Any]]) -> None:
+    """Send a source's records as Auth0 can: JSON Lines, one JSON array, and one object per request."""
+    records = [item["record"] for item in items]
+    invalid = sum("invalid" in item for item in items)
+    post(client, as_jsonl(records), len(records) - invalid, invalid)
+    post(client, json.dumps(records), len(records) - invalid, invalid)
+    for item in items:
+        bad = "invalid" in item
+        post(client, json.dumps(item["record"]), int(not bad), int(bad))
+
+
+def effect_counts(effects_dir: Path) -> Counter[str]:
+    """How often the test handler completed its effect, by log_id."""
+    path = effects_dir / "effects.log"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return Counter(line.removeprefix("effect ") for line in lines if line.startswith("effect "))
+
+
+def archived(ledger_url: str, log_ids: set[str]) -> dict[str, Event]:
+    """The archived events of ``log_ids``, by log_id."""
+    with session_scope(ledger_url) as session:
+        events = session.scalars(select(Event).where(Event.log_id.in_(log_ids))).all()
+        session.expunge_all()
+    return {event.log_id: event for event in events}
+
+
+def quarantined(broker: Any) -> Counter[tuple[str, str]]:
+    """Every record the receiver quarantined since the last call, with its reason, counted."""
+    kept: Counter[tuple[str, str]] = Counter()
+    for message in take_messages(broker, "auth0.quarantine"):
+        for entry in message.decode()["records"]:
+            kept[(json.dumps(entry["record"], sort_keys=True), entry["reason"])] += 1
+    return kept
+
+
+def test_every_source_record_is_archived_and_handled_once_or_quarantined(
+    make_app: Any, start_worker: Any, broker: Any, ledger_url: str, effects_dir: Path
+) -> None:
+    """Each valid record, posted three times (once per format), is archived with its own log_id, type,
+    date, user, IP and client and its raw record, and its effect happens once; each invalid one is
+    quarantined with the reason its file states, once per post."""
+    items = [item for source in SOURCES for item in corpus(source)]
+    valid = {archived_as(item["record"])["log_id"]: item["record"] for item in items if "invalid" not in item}
+    assert len(valid) == sum("invalid" not in item for item in items), "a log_id appears twice in the corpus"
+    queue = f"test.corpus.{uuid.uuid4().hex[:8]}"
+    routes = f"*={queue}"
+    client = make_app(routes=routes).test_client()
+    quarantined(broker)
+    before = effect_counts(effects_dir)
+    start_worker([queue], {"AUTH0_EVENTS_ROUTES": routes, "DATABASE_URL": ledger_url}, concurrency=2)
+
+    for source in SOURCES:
+        post_in_every_format(client, corpus(source))
+
+    def all_delivered() -> dict[str, Event] | None:
+        events = archived(ledger_url, set(valid))
+        done = len(events) == len(valid) and all(
+            e.state == "processed" and e.attempts == 3 for e in events.values()
+        )
+        return events if done else None
+
+    events = wait_for(all_delivered, timeout=90, interval=0.5, what="every record processed three times")
+    assert {log_id: row_of(events[log_id]) for log_id in valid} == {
+        log_id: archived_as(record) for log_id, record in valid.items()
+    }
+    assert all(data_of(events[log_id].raw) == data_of(record) for log_id, record in valid.items())
+    after = effect_counts(effects_dir)
+    assert {log_id: after[log_id] - before[log_id] for log_id in valid} == dict.fromkeys(valid, 1)
+    expected_quarantine = Counter(
+        {
+            (json.dumps(item["record"], sort_keys=True), item["invalid"]): 3
+            for item in items
+            if "invalid" in item
+        }
+    )
+    assert quarantined(broker) == expected_quarantine
