@@ -9,6 +9,11 @@ trust through SSL_CERT_FILE (httpx), so the code under test runs its production 
 (``q=date:[X TO *]``, ``sort``, ``page``, ``per_page``, at most 1,000 results), as
 shared/reference/auth0.md §3 describes.
 
+``GET /api/v2/users-by-email`` answers as Auth0 documents it: scope read:users, an exact and
+case-sensitive match on the stored address, a JSON array of user objects (empty when no one matches), 400
+for a missing or malformed address. Like Auth0, ``add_user`` stores the address of a user whose identity
+Auth0 holds (provider ``auth0``: database connections) in lower case, and a social user's as given.
+
 ``redirect()`` makes it answer 307/308 to ``OtherOrigin``, a second HTTPS server on another port that
 trusts nothing and records whatever reaches it, so a test can show a secret or token never does.
 """
@@ -35,9 +40,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trustme
 
-from tasks.testing import make_record
+from tasks.testing import make_record, new_log_id
 
-ALL_SCOPES = ("update:users", "create:role_members", "read:logs")
+ALL_SCOPES = ("read:users", "update:users", "create:role_members", "read:logs")
+DATABASE_CONNECTION = "Username-Password-Authentication"
+# What this fake takes for an e-mail address (Auth0's own rule is unpublished): something@domain.tld.
+_EMAIL_FORMAT = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 RATE_LIMIT = 50
 
 Answer = tuple[int, dict[str, str], Any]
@@ -100,7 +108,7 @@ class _Serving:
 
 @dataclass
 class FakeAuth0(_Serving):
-    """Auth0's token endpoint and the two Management API calls, on https://127.0.0.1:<random port>.
+    """Auth0's token endpoint and the Management API calls used here, on https://127.0.0.1:<random port>.
 
     Writes its CA certificate to ``directory/ca.pem``; ``env()`` gives the variables a process needs to
     reach it. Tests arrange state (``users``, ``roles``, ``granted_scopes``) and program failures.
@@ -144,17 +152,30 @@ class FakeAuth0(_Serving):
 
     # -- arranging -------------------------------------------------------------------------------------
 
-    def add_user(self, user_id: str, **fields: Any) -> None:
-        """Create a user the way Auth0 stores one."""
-        email = fields.pop("email", f"{user_id.split('|')[-1]}@example.com")
+    def add_user(self, user_id: str, connection: str = DATABASE_CONNECTION, **fields: Any) -> None:
+        """Create a user the way Auth0 stores one, its identity on ``connection``.
+
+        The identity's provider is ``auth0`` (a database connection) unless ``user_id`` names another
+        (``google-oauth2|…``). Auth0 keeps the e-mail address of a user it is the identity provider of in
+        lower case (auth0-python's ``list_users_by_email`` docstring), so this fake does too.
+        """
+        provider, _, identity_id = user_id.rpartition("|")
+        provider = provider or "auth0"
+        email = fields.pop("email", f"{identity_id}@example.com")
+        identity = {
+            "connection": connection,
+            "user_id": identity_id,
+            "provider": provider,
+            "isSocial": provider != "auth0",
+        }
         with self._lock:
             self.users[user_id] = {
                 "user_id": user_id,
-                "email": email,
+                "email": email.lower() if provider == "auth0" else email,
                 "email_verified": True,
                 "created_at": "2026-11-26T08:25:14.466Z",
                 "updated_at": "2026-11-26T08:25:14.466Z",
-                "identities": [{"connection": "Username-Password-Authentication", "provider": "auth0"}],
+                "identities": [identity],
                 **fields,
             }
 
@@ -274,6 +295,8 @@ class FakeAuth0(_Serving):
         parts = path.removeprefix("/api/v2/").split("/")
         if (method, path) == ("GET", "/api/v2/logs"):
             return self._list_logs(scopes, query, target)
+        if (method, path) == ("GET", "/api/v2/users-by-email"):
+            return self._users_by_email(scopes, query)
         if method == "PATCH" and len(parts) == 2 and parts[0] == "users":
             return self._update_user(scopes, parts[1], body)
         if method == "POST" and len(parts) == 3 and parts[0] == "users" and parts[2] == "roles":
@@ -326,6 +349,21 @@ class FakeAuth0(_Serving):
             return _inexistent_user()
         self.users[user_id].update(body, updated_at=_now_iso())
         return 200, _rate_headers(RATE_LIMIT - 1, math.ceil(time.time() + 1)), self.users[user_id]
+
+    def _users_by_email(self, scopes: frozenset[str], query: dict[str, str]) -> Answer:
+        if "read:users" not in scopes:
+            return _insufficient_scope("read:users")
+        email = query.get("email")
+        # Auth0's status and error shape for a bad query are documented; the exact wording is unconfirmed.
+        if not email:
+            return _invalid_query("Query validation error: 'Missing required property: email'.")
+        if not _EMAIL_FORMAT.fullmatch(email):
+            return _invalid_query(
+                f"Query validation error: 'Object didn't pass validation for format email: {email}' on"
+                " property email (Email address to search for (case-sensitive))."
+            )
+        found = [dict(user) for user in self.users.values() if user.get("email") == email]
+        return 200, _rate_headers(RATE_LIMIT - 1, math.ceil(time.time() + 1)), found
 
     def _assign_roles(self, scopes: frozenset[str], user_id: str, body: Any) -> Answer:
         if not scopes & {"update:users", "create:role_members"}:
@@ -593,6 +631,43 @@ def make_logs(
     ]
 
 
+BREACHED_PASSWORD_VERBS = {"pwd_leak": "login", "signup_pwd_leak": "signup", "reset_pwd_leak": "reset"}
+
+
+def breached_password_record(
+    event_type: str, user_name: str, log_id: str | None = None, **data: Any
+) -> dict[str, Any]:
+    """A breached-password record (pwd_leak, signup_pwd_leak, reset_pwd_leak) as Auth0 streams one.
+
+    The fields of a captured pwd_leak (Panther's rule Auth0.Leaked.Password.Login.Attempt): ``user_id``
+    empty, the address typed in ``user_name``, no ``details``; the schemas of the three codes
+    (auth0/auth0-log-schemas) require none of user_id, user_name, connection. The description is the
+    schema's, with the captured record's wording.
+    """
+    log_id = log_id or new_log_id()
+    verb = BREACHED_PASSWORD_VERBS[event_type]
+    fields: dict[str, Any] = {
+        "date": "2026-11-26T08:25:14.466Z",
+        "type": event_type,
+        "description": f"Someone behind the IP address: 81.2.69.143 attempted to {verb} with a leaked"
+        " password. A shield to prevent this action was enabled, further attempts are blocked.",
+        "connection": DATABASE_CONNECTION,
+        "connection_id": "con_BvGURiLLdngYaT0D",
+        "client_id": "11Qpq1o8fbGgnZuFJnQCyjuC1ll8YFt0",
+        "client_name": "Default App",
+        "ip": "81.2.69.143",
+        "hostname": "fake-tenant.auth0.com",
+        "user_id": "",
+        "user_name": user_name,
+        "user_agent": "Chrome 120.0.0 / Mac OS X 10.15.7",
+        "tenant_name": "fake-tenant",
+        "environment_name": "prod-eu-1",
+        "log_id": log_id,
+        **data,
+    }
+    return {"log_id": log_id, "data": fields}
+
+
 def _log_entry(event_type: str, index: int, date: datetime) -> dict[str, Any]:
     log_id = f"900{date:%Y%m%d%H%M%S}{index:039d}"
     entry = make_record(
@@ -601,7 +676,7 @@ def _log_entry(event_type: str, index: int, date: datetime) -> dict[str, Any]:
     entry.update(_TYPE_FIELDS.get(event_type, {}))
     entry["isMobile"] = False
     entry["tenant_name"] = "fake-tenant"
-    return dict(entry)
+    return {key: value for key, value in entry.items() if value is not None}  # None: a field it lacks
 
 
 _MACHINE = {
@@ -656,7 +731,16 @@ _TYPE_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Get a client",
         "details": {"request": {"method": "get", "path": "/api/v2/clients/abc"}},
     },
-    "pwd_leak": {"description": "Blocked login: password in a breach", "details": {"ip": "81.2.69.143"}},
+    # As Auth0 writes one (auth0-log-schemas pwd_leak.schema.json; a captured record in Panther's rule
+    # Auth0.Leaked.Password.Login.Attempt): no user_id, the e-mail address in user_name, no details.
+    "pwd_leak": {
+        "description": "Someone behind the IP address: 81.2.69.143 attempted to login with a leaked password."
+        " A shield to prevent this action was enabled, further attempts are blocked.",
+        "user_id": "",
+        "user_name": "new@test.com",
+        "hostname": "fake-tenant.auth0.com",
+        "details": None,
+    },
     "gd_send_sms": {"description": "Guardian - Second factor SMS sent", "details": {"to": "+1******1234"}},
     "sys_brand_new_code": {**_MACHINE, "description": "A code newer than the catalogue"},
 }
