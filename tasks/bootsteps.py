@@ -1,17 +1,60 @@
-"""Worker start-up step that declares the whole topology, dead-letter queues included."""
+"""Worker start-up steps: refuse a database not at the migrations' head; declare the whole topology."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+import time
+from typing import Any, NoReturn
 
 from celery import bootsteps
+from celery.worker.state import maybe_shutdown
 
+from tasks.db import SchemaUnreadable, safe_url, wait_for_revisions
 from tasks.routing import parse_routes
 from tasks.settings import get_settings
 from tasks.topology import declare_all
 
 logger = logging.getLogger(__name__)
+
+# A worker started while its database server restarts, or before the server's container is up, waits this
+# long before refusing, as Celery waits for the broker; a supervisor's restart then makes it visible.
+DATABASE_WAIT_SECONDS = 300.0
+
+
+class CheckDatabaseSchema(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Refuse to start a worker whose database is not at this release's migration head.
+
+    A worker step, so it runs before the Consumer (which Celery starts last): when it refuses, the worker
+    has not connected to the broker, and no message is consumed only to fail with ``no such table``.
+    """
+
+    def start(self, worker: Any) -> None:
+        """Exit with EX_CONFIG naming the database and `auth0-events db upgrade` unless it is at head."""
+        url = get_settings().database_url
+        try:
+            revisions = wait_for_revisions(url, DATABASE_WAIT_SECONDS, sleep=_sleep_unless_stopping)
+        except SchemaUnreadable as exc:
+            _refuse(str(exc), os.EX_UNAVAILABLE)
+        problem = revisions.problem(url)
+        if problem:
+            _refuse(problem, os.EX_CONFIG)
+        logger.info("the database %s is at revision %s", safe_url(url), ", ".join(revisions.current))
+
+
+def _refuse(message: str, exit_code: int) -> NoReturn:
+    logger.critical("the worker refuses to start: %s", message)
+    # WorkController.start turns SystemExit into a shutdown with this exit code, without a traceback.
+    raise SystemExit(exit_code)
+
+
+def _sleep_unless_stopping(seconds: float) -> None:
+    """Sleep, ending the worker at once when it is told to stop (Ctrl-C, SIGTERM) meanwhile."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        maybe_shutdown()  # Celery's signal handlers only set a flag; the consumer's loop is not running yet
+        time.sleep(min(left, 0.2))
+    maybe_shutdown()
 
 
 class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -6,7 +6,7 @@ from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_shutdown
 
 from tasks import metrics
-from tasks.bootsteps import DeclareTopology
+from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology
 from tasks.logging_setup import celery_setup_logging
 
 app = Celery("auth0_events")
@@ -14,6 +14,8 @@ app.config_from_object("celeryconfig")
 # Declare every DLQ before the worker takes its first message: a message rejected towards a DLX with no
 # bound queue is dropped on classic queues (shared/reference/celery-rabbitmq.md §1, §3).
 app.steps["consumer"].add(DeclareTopology)
+# A worker whose database is not at the migrations' head exits before it consumes (tasks/bootsteps.py).
+app.steps["worker"].add(CheckDatabaseSchema)
 # Each worker node serves its pool children's metrics on AUTH0_EVENTS_METRICS_PORT (tasks/metrics.py).
 celeryd_after_setup.connect(metrics.serve)
 worker_process_shutdown.connect(metrics.child_exited)

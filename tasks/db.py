@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from tasks.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Several worker processes write one SQLite file: wait for the lock instead of failing at once.
@@ -157,3 +165,126 @@ def alembic_config(url: str | None = None) -> Config:
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Apply the migrations up to ``revision``; safe to run at every start."""
     command.upgrade(alembic_config(url), revision)
+
+
+UPGRADE_COMMAND = "auth0-events db upgrade"
+# How long a revision check waits for PostgreSQL to accept a connection before that attempt fails.
+CONNECT_TIMEOUT_SECONDS = 10
+# Pauses between attempts to reach a database server double up to this.
+RETRY_DELAY_MAX_SECONDS = 30.0
+
+
+class SchemaUnreadable(Exception):
+    """Raised when a database's schema revision cannot be read: the server stayed unreachable for the whole
+    wait, a SQLite file cannot be opened, or the database refused the read."""
+
+
+@dataclass(frozen=True)
+class SchemaRevisions:
+    """The revisions a database is at, and the heads of the migrations this release ships."""
+
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+    #: Those of ``current`` that no migration of this release has (a newer release applied them).
+    unknown: tuple[str, ...] = ()
+
+    @property
+    def at_head(self) -> bool:
+        """Whether the database has exactly the schema this release's code expects."""
+        return set(self.current) == set(self.heads)
+
+    def problem(self, url: str) -> str | None:
+        """Why a worker cannot run on the database at ``url`` (password hidden), or None at head."""
+        where = f"the database {safe_url(url)}"
+        needs = ", ".join(self.heads)
+        fix = f"run `{UPGRADE_COMMAND}` with this DATABASE_URL, then start the worker again"
+        if self.at_head:
+            return None
+        if not self.current:
+            return f"{where} has no schema (no migration applied): {fix}"
+        if self.unknown:
+            return (
+                f"{where} is at revision {', '.join(self.unknown)}, which this release does not have (a "
+                f"newer release of auth0-events migrated it; this one needs {needs}): run the workers of "
+                "the release that migrated it"
+            )
+        return f"{where} is at revision {', '.join(self.current)}; this release needs {needs}: {fix}"
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite database (a file the process opens, not a server it connects to)."""
+    return make_url(normalize_url(url)).get_backend_name() == "sqlite"
+
+
+def schema_revisions(url: str) -> SchemaRevisions:
+    """Read the revisions the database at ``url`` is at, without changing it.
+
+    A SQLite file that does not exist is reported as having no schema and is not created. Raises
+    SQLAlchemy's OperationalError (or InterfaceError) when the database cannot be reached.
+    """
+    script = ScriptDirectory.from_config(alembic_config(url))
+    heads = tuple(script.get_heads())
+    current = () if _missing_sqlite_file(url) else _current_revisions(url)
+    known = {revision.revision for revision in script.walk_revisions()}
+    return SchemaRevisions(current, heads, tuple(rev for rev in current if rev not in known))
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    database = make_url(normalize_url(url)).database
+    if not is_sqlite(url) or not database or database == ":memory:":
+        return False
+    return not Path(database).exists()
+
+
+def _current_revisions(url: str) -> tuple[str, ...]:
+    # An engine of its own, without the pool or SQLite's WAL pragma: one read, then closed.
+    connect_args = {} if is_sqlite(url) else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    engine = create_engine(normalize_url(url), poolclass=NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            return tuple(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+
+
+def wait_for_revisions(
+    url: str, wait_seconds: float, sleep: Callable[[float], None] = time.sleep
+) -> SchemaRevisions:
+    """``schema_revisions(url)``, tried again with doubling pauses while the server cannot be reached.
+
+    Logs a WARNING naming the database (password hidden) and the error before each pause. SQLite is not
+    waited for: a file that cannot be opened does not open by itself. Raises SchemaUnreadable, naming the
+    database and the last error, once ``wait_seconds`` have passed or at once for any other database error.
+    """
+    deadline = time.monotonic() + (0 if is_sqlite(url) else wait_seconds)
+    delay = 1.0
+    while True:
+        try:
+            return schema_revisions(url)
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise SchemaUnreadable(f"cannot reach the database {safe_url(url)}: {_reason(exc)}") from exc
+            logger.warning(
+                "cannot reach the database %s (%s); trying again in %.0f s",
+                safe_url(url),
+                _reason(exc),
+                delay,
+            )
+        except SQLAlchemyError as exc:
+            raise SchemaUnreadable(
+                f"cannot read the schema revision of the database {safe_url(url)}: {_reason(exc)}"
+            ) from exc
+        sleep(delay)
+        delay = min(delay * 2, RETRY_DELAY_MAX_SECONDS)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    # The driver's own first line: SQLAlchemy's text adds the statement and a link to its docs.
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")

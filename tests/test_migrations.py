@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from tasks.db import alembic_config, get_engine, upgrade
+from tasks.db import alembic_config, dispose_engines, get_engine, schema_revisions, transaction, upgrade
 from tests.conftest import private_postgres_database
 
 
@@ -39,3 +39,20 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     assert {"events", "handler_runs", "alert_hits", "alert_incidents"} <= set(
         inspect(get_engine(database_url)).get_table_names()
     )
+
+
+def test_revisions_at_head_behind_empty_and_unknown(database_url: str) -> None:
+    """At head: no problem. Downgraded, emptied or stamped by a newer release: the problem says which."""
+    assert schema_revisions(database_url).problem(database_url) is None
+    config = alembic_config(database_url)
+    command.downgrade(config, "0001")
+    assert schema_revisions(database_url).current == ("0001",)
+    command.downgrade(config, "base")
+    assert "has no schema" in str(schema_revisions(database_url).problem(database_url))
+    command.upgrade(config, "head")
+    with transaction(database_url) as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'abc123'"))
+    revisions = schema_revisions(database_url)
+    assert revisions.unknown == ("abc123",)
+    assert "a newer release of auth0-events migrated it" in str(revisions.problem(database_url))
+    dispose_engines()
