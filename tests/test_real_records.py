@@ -21,7 +21,8 @@ from tests.helpers import as_jsonl, take_messages, wait_for
 
 pytestmark = pytest.mark.worker
 AUTH = {"Authorization": TEST_TOKEN}
-SOURCES = sorted((Path(__file__).parent / "data" / "records").glob("*.json"))
+DATA = Path(__file__).parent / "data"
+SOURCES = sorted((DATA / "records").glob("*.json"))
 #: Fields the archive keeps in columns, compared with the record's own.
 TEXT_COLUMNS = ("type", "user_id", "user_name", "ip", "client_id")
 
@@ -29,6 +30,20 @@ TEXT_COLUMNS = ("type", "user_id", "user_name", "ip", "client_id")
 def corpus(source: Path) -> list[dict[str, Any]]:
     """The records of one source file, each with its provenance and, when invalid, the expected reason."""
     items: list[dict[str, Any]] = json.loads(source.read_text(encoding="utf-8"))["records"]
+    return items
+
+
+def load_corpus() -> list[dict[str, Any]]:
+    """Every source's records, after checking that each file names its origin and licence and that the
+    corpus holds a record of every code in Auth0's list."""
+    for source in SOURCES:
+        origin = json.loads(source.read_text(encoding="utf-8"))["origin"]
+        assert origin["repository"].startswith("https://github.com/"), source.name
+        assert origin["licence"], source.name
+    items = [item for source in SOURCES for item in corpus(source)]
+    auth0_list = json.loads((DATA / "auth0-log-schemas" / "codes.json").read_text(encoding="utf-8"))
+    types = {data_of(item["record"]).get("type") for item in items}
+    assert {entry["code"] for entry in auth0_list["codes"]} <= types
     return items
 
 
@@ -110,13 +125,13 @@ def test_every_source_record_is_archived_and_handled_once_or_quarantined(
     """Each valid record, posted three times (once per format), is archived with its own log_id, type,
     date, user, IP and client and its raw record, and its effect happens once; each invalid one is
     quarantined with the reason its file states, once per post."""
-    items = [item for source in SOURCES for item in corpus(source)]
+    items = load_corpus()
     valid = {archived_as(item["record"])["log_id"]: item["record"] for item in items if "invalid" not in item}
     assert len(valid) == sum("invalid" not in item for item in items), "a log_id appears twice in the corpus"
     queue = f"test.corpus.{uuid.uuid4().hex[:8]}"
     routes = f"*={queue}"
     client = make_app(routes=routes).test_client()
-    quarantined(broker)
+    quarantined(broker)  # what earlier tests left there
     before = effect_counts(effects_dir)
     start_worker([queue], {"AUTH0_EVENTS_ROUTES": routes, "DATABASE_URL": database_url}, concurrency=2)
 
