@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from cli.backfill import backfill
 from cli.dlq import dlq
 from cli.events import events
+from cli.routes import routes
 from cli.send import send
 from cli.topology import topology
-from tasks.catalogue import describe
-from tasks.routing import RouteSpecError, parse_routes
 from tasks.settings import ConfigurationError, get_settings
 
 
@@ -22,7 +19,7 @@ def main() -> None:
     """Operate auth0-events: Auth0 log stream events as Celery tasks on RabbitMQ."""
 
 
-for command in (events, dlq, backfill, send, topology):
+for command in (events, dlq, backfill, send, topology, routes):
     main.add_command(command)
 
 
@@ -51,32 +48,3 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def routes(as_json: bool) -> None:
-    """Show which events AUTH0_EVENTS_ROUTES accepts and the queue each goes to."""
-    try:
-        table = parse_routes(get_settings().routes)
-    except (RouteSpecError, ConfigurationError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    rows = [("code", code, queue) for code, queue in sorted(table.by_code.items())]
-    rows += [("category", category, queue) for category, queue in sorted(table.by_category.items())]
-    if table.catch_all:
-        rows.append(("everything else", "*", table.catch_all))
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "routes": [dict(zip(("kind", "selector", "queue"), row, strict=True)) for row in rows],
-                    "queues": list(table.queues),
-                },
-                indent=2,
-            )
-        )
-        return
-    for kind, selector, queue in rows:
-        name = describe(selector).name if kind == "code" else ""
-        click.echo(f"{selector:<24} {queue:<32} {kind} {name}".rstrip())
-    click.echo(f"\nwork queues ({len(table.queues)}): {','.join(table.queues)}")

@@ -1,4 +1,5 @@
-"""Worker start-up steps: refuse a database not at the migrations' head; declare the whole topology."""
+"""Worker start-up steps: refuse a database not at the migrations' head, name handlers the routes starve,
+declare the whole topology."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from celery import bootsteps
 from celery.worker.state import maybe_shutdown
 
 from tasks.db import SchemaUnreadable, safe_url, wait_for_revisions
+from tasks.handlers import ALL_EVENTS, registered, routing_gaps
 from tasks.routing import parse_routes
 from tasks.settings import get_settings
 from tasks.topology import declare_all
@@ -55,6 +57,23 @@ def _sleep_unless_stopping(seconds: float) -> None:
         maybe_shutdown()  # Celery's signal handlers only set a flag; the consumer's loop is not running yet
         time.sleep(min(left, 0.2))
     maybe_shutdown()
+
+
+class ReportRoutingGaps(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Log one WARNING per enabled handler that listens to codes AUTH0_EVENTS_ROUTES drops.
+
+    Such a handler never fires for those codes, and nothing else would say so: the receiver counts the
+    events as filtered. Runs once the built-ins and plug-ins are imported (Celery's ``imports``).
+    """
+
+    def start(self, worker: Any) -> None:
+        """Log the gaps; a handler of every event (``*``) gets an INFO line when the routes filter."""
+        table = parse_routes(get_settings().routes)
+        for gap in routing_gaps(table):
+            logger.warning("%s", gap.warning())
+        every_event = [reg.name for reg in registered() if ALL_EVENTS in reg.selectors]
+        if every_event and table.catch_all is None:
+            logger.info("handlers of every event see only the routed codes: %s", ", ".join(every_event))
 
 
 class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]

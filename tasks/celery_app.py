@@ -6,7 +6,7 @@ from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_shutdown
 
 from tasks import metrics
-from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology
+from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology, ReportRoutingGaps
 from tasks.logging_setup import celery_setup_logging
 
 app = Celery("auth0_events")
@@ -16,6 +16,8 @@ app.config_from_object("celeryconfig")
 app.steps["consumer"].add(DeclareTopology)
 # A worker whose database is not at the migrations' head exits before it consumes (tasks/bootsteps.py).
 app.steps["worker"].add(CheckDatabaseSchema)
+# One WARNING per enabled handler listening to codes the routes drop (it would never fire for them).
+app.steps["worker"].add(ReportRoutingGaps)
 # Each worker node serves its pool children's metrics on AUTH0_EVENTS_METRICS_PORT (tasks/metrics.py).
 celeryd_after_setup.connect(metrics.serve)
 worker_process_shutdown.connect(metrics.child_exited)

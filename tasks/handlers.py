@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tasks.catalogue import describe, is_category
+from tasks.routing import RouteTable
 
 Handler = Callable[..., object]
 
@@ -89,6 +90,33 @@ def handlers_for(event_type: str) -> list[Registration]:
 def registered() -> list[Registration]:
     """Return every registration, in registration order."""
     return list(_registry.values())
+
+
+@dataclass(frozen=True)
+class RoutingGap:
+    """An enabled handler and the event codes it listens to that the routes drop: it never sees those."""
+
+    name: str
+    dropped: tuple[str, ...]
+
+    def warning(self) -> str:
+        """One line for the worker's log and `auth0-events routes`."""
+        return (
+            f"handler {self.name} listens to {', '.join(self.dropped)}, which AUTH0_EVENTS_ROUTES drops: it "
+            "never sees those events. Route them in AUTH0_EVENTS_ROUTES (and their queues in a worker's -Q "
+            "list), or stop subscribing to them"
+        )
+
+
+def dropped_codes(registration: Registration, table: RouteTable) -> tuple[str, ...]:
+    """The codes ``registration`` subscribes to (itself or through a category) that ``table`` drops."""
+    return tuple(sorted({code for selector in registration.selectors for code in table.dropped_by(selector)}))
+
+
+def routing_gaps(table: RouteTable) -> list[RoutingGap]:
+    """Every registered handler that listens to codes ``table`` drops, in registration order."""
+    gaps = (RoutingGap(reg.name, dropped_codes(reg, table)) for reg in _registry.values())
+    return [gap for gap in gaps if gap.dropped]
 
 
 def unregister(name: str) -> None:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tasks.catalogue import CATEGORIES, describe, is_category
+from tasks.catalogue import CATALOGUE, CATEGORIES, codes_in_category, describe, is_category
 
 QUEUE_PREFIX = "auth0."
 DLQ_SUFFIX = ".dlq"
@@ -38,6 +38,25 @@ class RouteTable:
         if category in self.by_category:
             return self.by_category[category]
         return self.catch_all
+
+    def dropped_by(self, selector: str) -> tuple[str, ...]:
+        """The event codes a handler selector names that no route carries, sorted.
+
+        ``*`` names no code in particular: it sees whatever is routed. A category counts as itself when it
+        is not routed and the catalogue knows none of its codes, since it can only match newer ones.
+        """
+        if selector == CATCH_ALL:
+            return ()
+        if not is_category(selector):
+            return () if self.queue_for(selector) else (selector,)
+        if selector in self.by_category or self.catch_all is not None:
+            return ()
+        codes = codes_in_category(selector)
+        return tuple(sorted(code for code in codes if not self.queue_for(code))) if codes else (selector,)
+
+    def filtered_codes(self) -> tuple[str, ...]:
+        """The catalogue's codes no route carries, sorted: events of these are counted and dropped."""
+        return tuple(sorted(code for code in CATALOGUE if not self.queue_for(code)))
 
     @property
     def queues(self) -> tuple[str, ...]:

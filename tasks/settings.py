@@ -8,7 +8,13 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_ROUTES = "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,limit_wc,limit_mu"
+# Logins, signups, logouts, password changes, user deletions, and every code a built-in handler listens to
+# (breached passwords, blocked accounts and IPs, refresh-token reuse). The rest (Management API calls,
+# token exchanges, silent authentication, ...) is filtered: `*=auth0.other` routes it too.
+DEFAULT_ROUTES = (
+    "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,"
+    "pwd_leak,signup_pwd_leak,reset_pwd_leak,limit_wc,limit_mu,limit_sul,ferrt"
+)
 
 # RabbitMQ closes a channel whose delivery stays unacked for consumer_timeout (30 min by default), and a
 # retry's countdown is held unacked in the worker, so every delay must stay well under that.

@@ -20,7 +20,10 @@ pytest_plugins = ("celery.contrib.pytest",)
 BROKER_HOST = "amqp://guest:guest@127.0.0.1:5672"
 TEST_TOKEN = "test-stream-token-4d1f-9b27c35e08a6f1d4"
 # The default routes plus one queue that only the in-process worker test consumes.
-TEST_ROUTES = "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,limit_wc,limit_mu,sapi=auth0.embedded"
+TEST_ROUTES = (
+    "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,signup_pwd_leak,reset_pwd_leak,limit_wc,limit_mu,limit_sul,ferrt"
+    ",sapi=auth0.embedded"
+)
 DEFAULT_QUEUES = [f"auth0.{code}" for code in TEST_ROUTES.split(",")[:-1]]
 MAX_RETRIES = 2
 

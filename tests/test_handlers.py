@@ -21,8 +21,10 @@ from tasks.handlers import (
     handles,
     import_handler_modules,
     registered,
+    routing_gaps,
     unregister,
 )
+from tasks.routing import parse_routes
 
 Register = Callable[..., str]
 
@@ -278,3 +280,17 @@ def test_handler_type_alias_accepts_plain_functions() -> None:
 
     typed: Handler = handler
     assert callable(typed)
+
+
+def test_routing_gaps_name_each_handler_listening_to_dropped_codes(register: Register) -> None:
+    """One gap per handler with codes (or a category's codes) no route carries, in registration order;
+    a handler of every event, or of routed codes only, has none."""
+    starved = register("starved", "s", "ferrt", "auth.signup.fail")
+    register("fed", "s", "f")
+    register("everything", ALL_EVENTS)
+    gaps = {gap.name: gap for gap in routing_gaps(parse_routes("s,f"))}
+    assert [name for name in gaps if name.startswith(__name__)] == [starved]
+    assert gaps[starved].dropped == ("ferrt", "fs")
+    warning = gaps[starved].warning()
+    assert warning.startswith(f"handler {starved} listens to ferrt, fs, which AUTH0_EVENTS_ROUTES drops: it")
+    assert not [gap for gap in routing_gaps(parse_routes("s,*")) if gap.name.startswith(__name__)]

@@ -11,8 +11,8 @@ from tasks.settings import DEFAULT_ROUTES
 ISSUE_EXAMPLE = "s,ss,slo,f,fp,fu=auth0.login_failed,auth.signup.fail=auth0.signup_failed"
 
 
-def test_default_routes_give_the_fourteen_default_queues() -> None:
-    """DEFAULT_ROUTES routes exactly the 14 documented codes, each to auth0.<code>."""
+def test_default_routes_give_the_eighteen_default_queues() -> None:
+    """DEFAULT_ROUTES routes exactly the 18 documented codes, each to auth0.<code>."""
     table = parse_routes(DEFAULT_ROUTES)
     expected = {
         "auth0.s",
@@ -27,11 +27,15 @@ def test_default_routes_give_the_fourteen_default_queues() -> None:
         "auth0.fcp",
         "auth0.sdu",
         "auth0.pwd_leak",
+        "auth0.signup_pwd_leak",
+        "auth0.reset_pwd_leak",
         "auth0.limit_wc",
         "auth0.limit_mu",
+        "auth0.limit_sul",
+        "auth0.ferrt",
     }
     assert set(table.queues) == expected
-    assert len(table.queues) == 14
+    assert len(table.queues) == 18
     assert table.by_category == {}
     assert table.catch_all is None
 
@@ -243,3 +247,36 @@ def test_queue_names_reserved_by_rabbitmq_are_rejected() -> None:
     """A queue named amq.* (reserved by RabbitMQ) is refused when the routes are parsed."""
     with pytest.raises(RouteSpecError):
         parse_routes("f=amq.failures")
+
+
+@pytest.mark.parametrize(
+    ("spec", "selector", "dropped"),
+    [
+        ("s,f", "s", ()),
+        ("s,f", "ferrt", ("ferrt",)),
+        ("s,f", "no_such_code", ("no_such_code",)),
+        ("s,f", "*", ()),
+        ("s,f,fu", "auth.login.fail", ("fc", "fco", "fcoa", "fens", "fp")),
+        ("s,auth.login.fail", "auth.login.fail", ()),
+        ("s,auth.login.fail", "fp", ()),
+        ("s,*", "auth.signup.fail", ()),
+        ("s,*", "ferrt", ()),
+        ("s", "management.fail", ("management.fail",)),
+        ("s,management.fail", "management.fail", ()),
+    ],
+)
+def test_dropped_by_names_the_codes_a_selector_would_miss(
+    spec: str, selector: str, dropped: tuple[str, ...]
+) -> None:
+    """A code no route carries is dropped; a category's unrouted codes are; `*` never is (it sees what is
+    routed); a category with no known code counts as itself unless it, or `*`, is routed."""
+    assert parse_routes(spec).dropped_by(selector) == dropped
+
+
+def test_filtered_codes_are_the_catalogue_codes_no_route_carries() -> None:
+    """Under the defaults, sapi and fsa are among the filtered codes and none of the routed ones is; with
+    `*` nothing is filtered."""
+    filtered = parse_routes(DEFAULT_ROUTES).filtered_codes()
+    assert {"sapi", "fsa", "seacft"} <= set(filtered)
+    assert not set(DEFAULT_ROUTES.split(",")) & set(filtered)
+    assert parse_routes(f"{DEFAULT_ROUTES},*").filtered_codes() == ()
