@@ -32,19 +32,14 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Migrate up (or down) to this revision.")
 def upgrade(revision: str) -> None:
     """Apply the database migrations; safe to run at every start (the Procfile's release process)."""
-    from tasks.db import upgrade as run_upgrade
+    from tasks.db import migrate, safe_url
 
     try:
-        settings = get_settings()
-        run_upgrade(settings.database_url, revision)
+        url = get_settings().database_url
+        reached = migrate(url, revision)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:
-        raise click.ClickException(f"migrating {_safe_url(settings.database_url)} failed: {exc}") from exc
-    click.echo(f"database {_safe_url(settings.database_url)} is at revision {revision}")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+        raise click.ClickException(f"migrating {safe_url(url)} failed: {exc}") from exc
+    at = ", ".join(reached.current) or "base (no schema)"
+    click.echo(f"database {safe_url(url)} is at revision {at}{' (head)' if reached.at_head else ''}")

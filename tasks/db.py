@@ -167,6 +167,24 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def migrate(url: str, revision: str = "head") -> SchemaRevisions:
+    """Migrate the database at ``url`` up to ``revision``, or down when the database is past it (Alembic's
+    upgrade to an older revision does nothing); return the revisions it ends at."""
+    config = alembic_config(url)
+    current = schema_revisions(url).current
+    script = ScriptDirectory.from_config(config)
+    below = (
+        {rev.revision for rev in script.iterate_revisions(current, "base")} - set(current)
+        if current
+        else set()
+    )
+    if revision in below or (revision == "base" and current):
+        command.downgrade(config, revision)
+    else:
+        command.upgrade(config, revision)
+    return schema_revisions(url)
+
+
 UPGRADE_COMMAND = "auth0-events db upgrade"
 # How long a revision check waits for PostgreSQL to accept a connection before that attempt fails.
 CONNECT_TIMEOUT_SECONDS = 10

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,8 @@ from sqlalchemy import inspect, text
 
 from tasks.db import alembic_config, dispose_engines, get_engine, schema_revisions, transaction, upgrade
 from tests.conftest import private_postgres_database
+
+CLI = str(Path(sys.executable).parent / "auth0-events")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,3 +61,23 @@ def test_revisions_at_head_behind_empty_and_unknown(database_url: str) -> None:
     assert revisions.unknown == ("abc123",)
     assert "a newer release of auth0-events migrated it" in str(revisions.problem(database_url))
     dispose_engines()
+
+
+def test_db_upgrade_command_says_the_revision_the_database_ends_at(tmp_path: Path) -> None:
+    """`auth0-events db upgrade` names the revision reached (not "head"); --revision below it migrates down,
+    as its help says, instead of claiming a revision the database is not at."""
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    env = {**os.environ, "DATABASE_URL": url}
+
+    def db_upgrade(*args: str) -> str:
+        result = subprocess.run(
+            [CLI, "db", "upgrade", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert db_upgrade() == f"database {url} is at revision 0002 (head)"
+    assert db_upgrade("--revision", "0001") == f"database {url} is at revision 0001"
+    assert schema_revisions(url).current == ("0001",)
+    assert db_upgrade() == f"database {url} is at revision 0002 (head)"
+    assert schema_revisions(url).current == ("0002",)
