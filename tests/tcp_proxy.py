@@ -29,20 +29,32 @@ class TcpProxy:
         """Return ``vhost_url`` (amqp://…:5672/vhost) rewritten to go through this proxy."""
         return vhost_url.replace(f":{self.target[1]}/", f":{self.port}/", 1)
 
-    def cut(self) -> None:
-        """Close every relayed connection at once, as a broker crash or a network drop would."""
+    def cut(self, restore_replies: bool = False) -> None:
+        """Close every relayed connection at once, as a broker crash or a network drop would.
+
+        ``restore_replies`` lets the broker's replies flow again on the connections made after the cut,
+        not before: whatever the black-holed connections still had in flight (a late confirm) is lost.
+        """
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+        if restore_replies:
+            self.replies_flowing = True
 
     def close(self) -> None:
         """Stop accepting and cut everything."""
         self._closed = True
         self._listener.close()
         self.cut()
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _accept_loop(self) -> None:
         while not self._closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +18,8 @@ AUTH = {"Authorization": TEST_TOKEN}
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
     """A TCP proxy to the local RabbitMQ that the test can break."""
-    proxy = TcpProxy()
-    yield proxy
-    proxy.close()
+    with TcpProxy() as proxy:
+        yield proxy
 
 
 def post(client: Any, *records: dict[str, Any]) -> Any:
@@ -28,21 +28,32 @@ def post(client: Any, *records: dict[str, Any]) -> Any:
 
 
 def test_unreachable_broker_is_503_with_retry_after(make_app: Any) -> None:
-    """Nothing listening on the broker port: 503, Retry-After, a JSON reason; /healthz stays 200."""
-    client = make_app(broker_url="amqp://guest:guest@127.0.0.1:1//", retry_after_seconds=17).test_client()
+    """Nothing listening on the broker port: connecting is tried again until AUTH0_EVENTS_PUBLISH_TIMEOUT
+    (a broker restarting comes back in seconds), then 503, Retry-After, a JSON reason; /healthz stays 200
+    and /readyz answers 503 at once."""
+    client = make_app(
+        broker_url="amqp://guest:guest@127.0.0.1:1//", retry_after_seconds=17, publish_timeout=1
+    ).test_client()
+    started = time.monotonic()
     response = post(client, make_record("s"))
+    assert 0.5 < time.monotonic() - started < 1.5
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "17"
     assert response.json["error"] == "broker_unavailable"
     assert client.get("/healthz").status_code == 200
+    started = time.monotonic()
     assert client.get("/readyz").status_code == 503
+    assert time.monotonic() - started < 0.5
 
 
 def test_receiver_reconnects_after_the_broker_comes_back(
     make_app: Any, broker_url: str, proxy: TcpProxy, broker: Any
 ) -> None:
-    """Connection cut and broker refusing: 503; broker back: the next request is confirmed, no restart."""
-    client = make_app(broker_url=proxy.url(broker_url), routes="s=test.reconnect").test_client()
+    """Connection cut and broker refusing for longer than the publish timeout: 503; broker back: the next
+    request is confirmed, no restart."""
+    client = make_app(
+        broker_url=proxy.url(broker_url), routes="s=test.reconnect", publish_timeout=1
+    ).test_client()
     first, lost, third = make_record("s"), make_record("s"), make_record("s")
     assert post(client, first).status_code == 202
     proxy.refusing = True
