@@ -17,7 +17,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -279,7 +285,13 @@ def wait_for_revisions(
     waited for: a file that cannot be opened does not open by itself. Raises SchemaUnreadable, naming the
     database and the last error, once ``wait_seconds`` have passed or at once for any other database error.
     """
-    deadline = time.monotonic() + (0 if is_sqlite(url) else wait_seconds)
+    try:
+        sqlite = is_sqlite(url)
+    except ArgumentError as exc:  # the text is not repeated: it may hold a password
+        raise SchemaUnreadable(
+            "DATABASE_URL is not a database URL: use sqlite:///<file> or postgresql://user:password@host/db"
+        ) from exc
+    deadline = time.monotonic() + (0 if sqlite else wait_seconds)
     delay = 1.0
     while True:
         try:

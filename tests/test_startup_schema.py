@@ -164,6 +164,13 @@ def test_an_unreachable_server_is_waited_for_then_refused_with_the_reason(
     assert "trying again in 1 s" in caplog.text
 
 
+def test_a_database_url_that_is_not_one_is_refused_without_repeating_it() -> None:
+    """A DATABASE_URL SQLAlchemy cannot parse: refused at once, naming the variable, not its value."""
+    with pytest.raises(SchemaUnreadable, match="^DATABASE_URL is not a database URL") as refused:
+        wait_for_revisions("s3cret-pw@nowhere", 300, sleep=lambda _seconds: pytest.fail("waited"))
+    assert "s3cret-pw" not in str(refused.value)
+
+
 def test_a_sqlite_file_that_cannot_be_opened_is_refused_at_once(tmp_path: Path) -> None:
     """A SQLite "file" that cannot be opened (here a directory) is not waited for."""
     url = f"sqlite:///{tmp_path}"
