@@ -178,14 +178,15 @@ def test_routing_by_code_category_and_catch_all(routed: Any, broker: Any, prefix
 
 
 def test_default_routes_use_one_queue_per_event_type(make_app: Any) -> None:
-    """Unconfigured, the 14 default event types each get auth0.<code>, and everything else is filtered."""
-    receiver = make_app(routes=pytest.importorskip("tasks.settings").DEFAULT_ROUTES).extensions[
-        "auth0_events"
-    ]
+    """Unconfigured, the 18 default event types each get auth0.<code>, and everything else is filtered."""
+    from tasks.settings import DEFAULT_ROUTES
+
+    receiver = make_app(routes=DEFAULT_ROUTES).extensions["auth0_events"]
     assert receiver.routes.queue_for("ss") == "auth0.ss"
     assert receiver.routes.queue_for("limit_wc") == "auth0.limit_wc"
+    assert receiver.routes.queue_for("ferrt") == "auth0.ferrt"
     assert receiver.routes.queue_for("sapi") is None
-    assert len(receiver.routes.queues) == 14
+    assert len(receiver.routes.queues) == 18
 
 
 def test_dead_letter_queues_exist_before_traffic(make_app: Any, broker: Any, prefix: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from tasks.settings import DEFAULT_ROUTES
 from tests.conftest import BROKER_HOST, TEST_TOKEN, _rabbitmqctl
 from tests.helpers import ROOT, as_jsonl, free_port, make_record, procfile, wait_for
 
@@ -54,7 +55,7 @@ def procfile_service(own_vhost: str, tmp_path: Path) -> Iterator[dict[str, Any]]
         "WEB_CONCURRENCY": "2",
         "WORKER_CONCURRENCY": "1",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "AUTH0_EVENTS_ROUTES": "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,limit_wc,limit_mu",
+        "AUTH0_EVENTS_ROUTES": DEFAULT_ROUTES,  # what the Procfile's -Q lists are written for
     }
     log_path = tmp_path / "honcho.log"
     with open(log_path, "wb") as log:
