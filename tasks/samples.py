@@ -43,10 +43,17 @@ MIX_WEIGHTS: Mapping[str, float] = {
     "flo": 0.2,
     "w": 0.5,
     "pwd_leak": 0.4,
+    "signup_pwd_leak": 0.05,
+    "reset_pwd_leak": 0.05,
     "limit_wc": 0.2,
     "limit_mu": 0.2,
 }
 MIX = "mix"
+_BREACHED_DESCRIPTIONS = {
+    "pwd_leak": "Blocked login with a breached password.",
+    "signup_pwd_leak": "Blocked signup with a breached password.",
+    "reset_pwd_leak": "Blocked password reset with a breached password.",
+}
 FAILED_LOGINS = ("f", "fp", "fu")
 INVALID_KINDS = ("missing_type", "missing_log_id", "not_object")
 
@@ -373,8 +380,10 @@ class SampleGenerator:
         data["details"] = {"warning": data["description"]}
 
     def _breached_password(self, data: dict[str, Any], _now: datetime) -> None:
-        data["description"] = "Blocked login with a breached password."
+        # As Auth0 writes these failure logs: no user_id, the address typed in user_name.
+        data["description"] = _BREACHED_DESCRIPTIONS[data["type"]]
         data["details"] = {"ip": data["ip"], "email": data["user_name"]}
+        data["user_id"] = ""
 
     def _blocked(self, data: dict[str, Any], _now: datetime) -> None:
         if data["type"] == "limit_wc":
@@ -486,6 +495,8 @@ _BUILDERS: dict[str, _Builder] = {
     "sdu": SampleGenerator._user_deleted,
     "w": SampleGenerator._warning,
     "pwd_leak": SampleGenerator._breached_password,
+    "signup_pwd_leak": SampleGenerator._breached_password,
+    "reset_pwd_leak": SampleGenerator._breached_password,
     "limit_wc": SampleGenerator._blocked,
     "limit_mu": SampleGenerator._blocked,
 }
