@@ -63,6 +63,13 @@ HANDLER_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
     registry=REGISTRY,
 )
+BREACHED_PASSWORD_EVENTS = Counter(
+    "auth0_events_breached_password_events_total",
+    "Breached-password events the blocking action handled, by outcome: blocked (one or more users) or "
+    "nothing_to_block (no user has the event's address).",
+    ["event_type", "outcome"],
+    registry=REGISTRY,
+)
 EVENT_LAG = Histogram(
     "auth0_events_event_lag_seconds",
     "From the event's date at Auth0 to the end of its handlers (observed once, by the attempt that ran "

@@ -15,7 +15,6 @@ from urllib.parse import quote, quote_plus
 import httpx
 from auth0.management import ManagementClient
 from auth0.management.core import ApiError, ParsingError, RequestOptions
-from prometheus_client import Counter
 
 from tasks import metrics
 from tasks.events import Auth0Event
@@ -60,14 +59,6 @@ _EMAIL_SHAPE = re.compile(r"[^@\s*]+@[^@\s*]+")
 # In exception texts (dead-letter reasons, logged as they are) in place of the address looked up.
 EMAIL_PLACEHOLDER = "<e-mail address>"
 
-BREACHED_PASSWORD_EVENTS = Counter(
-    "auth0_events_breached_password_events_total",
-    "Breached-password events the blocking action handled, by outcome: blocked (one or more users) or "
-    "nothing_to_block (no user has the event's address).",
-    ["event_type", "outcome"],
-    registry=metrics.REGISTRY,
-)
-
 _lock = threading.Lock()
 _cached: tuple[int, ManagementClient, httpx.Client] | None = None
 
@@ -97,14 +88,14 @@ def block_breached_user(event: Auth0Event) -> None:
             event.type,
             where,
         )
-        BREACHED_PASSWORD_EVENTS.labels(label, "nothing_to_block").inc()
+        metrics.BREACHED_PASSWORD_EVENTS.labels(label, "nothing_to_block").inc()
         return
     # Each PATCH is idempotent: a retry after a failure part-way blocks the earlier users again, harmlessly.
     for user_id in user_ids:
         with _auth0_errors(f"blocking user {user_id}"):
             management_client().users.update(user_id, blocked=True, request_options=NO_SDK_RETRIES)
     logger.info("log_id=%s type=%s: blocked %s", event.log_id, event.type, ", ".join(user_ids))
-    BREACHED_PASSWORD_EVENTS.labels(label, "blocked").inc()
+    metrics.BREACHED_PASSWORD_EVENTS.labels(label, "blocked").inc()
 
 
 def find_users_by_email(event: Auth0Event) -> list[str]:
