@@ -6,6 +6,7 @@ COPY pyproject.toml README.md celeryconfig.py gunicorn.conf.py flowerconfig.py P
 COPY app ./app
 COPY tasks ./tasks
 COPY cli ./cli
+COPY kernel ./kernel
 RUN pip install . && useradd --system --no-create-home auth0events
 USER auth0events
 EXPOSE 8000 5555

@@ -5,9 +5,9 @@ Each setting that protects an event says why; shared/reference/celery-rabbitmq.m
 
 from __future__ import annotations
 
-from tasks.routing import parse_routes
-from tasks.settings import get_settings
-from tasks.topology import EVENTS_EXCHANGE, work_queue
+from kernel.routing import parse_routes
+from kernel.settings import get_settings
+from kernel.topology import EVENTS_EXCHANGE, work_queue
 
 _settings = get_settings()
 _routes = parse_routes(_settings.routes)

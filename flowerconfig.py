@@ -5,7 +5,7 @@ masking. Flower runs this file before it parses its command line, so tornado fin
 configured and adds no handler of its own.
 """
 
-from tasks.logging_setup import configure_logging
-from tasks.settings import get_settings
+from kernel.logging_setup import configure_logging
+from kernel.settings import get_settings
 
 configure_logging(get_settings())

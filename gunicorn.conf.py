@@ -57,8 +57,8 @@ def post_fork(server: Any, worker: Any) -> None:
     """JSON (or terminal text) logs in each worker, gunicorn's access and error lines included."""
     import logging
 
-    from tasks.logging_setup import configure_logging
-    from tasks.settings import get_settings
+    from kernel.logging_setup import configure_logging
+    from kernel.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings)

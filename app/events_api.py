@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from app.auth import is_authorized
 from app.errors import ApiError, Unauthorized
-from tasks import archive
-from tasks.db import session_scope
+from kernel.settings import Settings
+from kernel.storage import archive
+from kernel.storage.db import session_scope
 from tasks.retry_policy import describe_error
-from tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.payload import UnreadValue
-from tasks.events import InvalidRecord, normalize_record
-from tasks.record_limits import carry_problem
-from tasks.routing import RouteTable
+from kernel.events import InvalidRecord, normalize_record
+from kernel.record_limits import carry_problem
+from kernel.routing import RouteTable
 
 #: Gives the text of the record at a (request-wide) index as it was received, where a caller has it.
 Source = Callable[[int], str]
@@ -102,7 +102,7 @@ def sort_records(
     """Validate, filter and route each record; never raises for bad records, it quarantines them.
 
     A record is quarantined when it is not an Auth0 record, or when it cannot be carried as a task
-    message (tasks/record_limits.py: too deep, a number JSON cannot carry, a value that is not JSON).
+    message (kernel/record_limits.py: too deep, a number JSON cannot carry, a value that is not JSON).
     A log_id in ``seen`` (the log_ids accepted earlier in the same request, updated here) counts as a
     duplicate and is published once. ``first_index`` is the position of ``records[0]`` in the request;
     ``source``, when given, returns a record's text by that position.

@@ -32,12 +32,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.intake import Intake
-from tasks import amqp_properties
-from tasks.broker_status import queue_state
+from kernel import amqp_properties
+from kernel.broker_status import queue_state
+from kernel.topology import dead_letter_queue, quarantine_queue, work_queue
 from tasks.celery_app import app as celery_app
 from tasks.metrics import DIR_VARIABLE, event_type_label
 from tasks.refusal import REFUSED_AT_HEADER
-from tasks.topology import dead_letter_queue, quarantine_queue, work_queue
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from json.decoder import scanstring  # type: ignore[attr-defined]  # not in type
 from json.scanner import NUMBER_RE
 from typing import Any
 
-from tasks.record_limits import TOO_DEEP, too_long_integer
+from kernel.record_limits import TOO_DEEP, too_long_integer
 
 _DECODER = json.JSONDecoder()
 # The C scanner behind json.loads, called directly: raw_decode's Python wrapper was a third of the cost

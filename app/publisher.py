@@ -58,9 +58,9 @@ from kombu.serialization import dumps
 
 from app.intake import AcceptedEvent, Intake, QuarantinedRecord
 from app.quarantine import QuarantineReport
+from kernel.routing import QUARANTINE_QUEUE
+from kernel.topology import EVENTS_EXCHANGE, declare_all
 from tasks.event_task import TASK_NAME
-from tasks.routing import QUARANTINE_QUEUE
-from tasks.topology import EVENTS_EXCHANGE, declare_all
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.intake import Intake, QuarantinedRecord, Source
-from tasks.record_limits import MAX_RECORD_DEPTH, carry_problem
+from kernel.record_limits import MAX_RECORD_DEPTH, carry_problem
 
 #: Bad records kept per request. A page of the Management API is 100 logs, and Auth0's stream batches
 #: are smaller: an ordinary batch's bad records are all kept; only a hostile or broken sender's are cut.

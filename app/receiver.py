@@ -18,8 +18,8 @@ from app.intake import BatchCounts, Intake, Source, restore_event, sort_records
 from app.payload import PayloadError, Span, decode_body, iter_spans, value_at
 from app.publisher import EventPublisher, PublishError
 from app.quarantine import QuarantineReport
-from tasks.routing import QUARANTINE_QUEUE, RouteTable
-from tasks.settings import Settings
+from kernel.routing import QUARANTINE_QUEUE, RouteTable
+from kernel.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.receiver import Receiver
-from tasks.logging_setup import log_context
+from kernel.logging_setup import log_context
 
 bp = Blueprint("webhooks", __name__)
 

@@ -326,7 +326,7 @@ def purge(broker_url: str, queue_names: Sequence[str]) -> int:
 @contextmanager
 def private_postgres() -> Iterator[str]:
     """A migrated PostgreSQL database of the run's own; dropped afterwards."""
-    from tasks.scratch_db import ScratchDatabaseError, scratch_postgres_database
+    from kernel.storage.scratch_db import ScratchDatabaseError, scratch_postgres_database
 
     try:
         with scratch_postgres_database(POSTGRES_ADMIN_URL, "auth0_events_bench") as url:

@@ -69,8 +69,8 @@ def ledger_processed(database_url: str, since: datetime | None = None) -> int:
     """Events in the ledger marked processed (received at or after ``since``)."""
     from sqlalchemy import func, select
 
-    from tasks.db import session_scope
-    from tasks.models import Event
+    from kernel.storage.db import session_scope
+    from kernel.storage.models import Event
 
     query = select(func.count()).select_from(Event).where(Event.state == "processed")
     if since is not None:
@@ -83,8 +83,8 @@ def ledger_states(database_url: str) -> dict[str, int]:
     """How many events the ledger holds in each state."""
     from sqlalchemy import func, select
 
-    from tasks.db import session_scope
-    from tasks.models import Event
+    from kernel.storage.db import session_scope
+    from kernel.storage.models import Event
 
     with session_scope(database_url, read_only=True) as session:
         rows = session.execute(select(Event.state, func.count()).group_by(Event.state)).all()
@@ -95,8 +95,8 @@ def ledger_timings(database_url: str, since: datetime) -> tuple[list[float], dat
     """Per-event latency (received → handled, ms) of events received since ``since``, and the last handled."""
     from sqlalchemy import select
 
-    from tasks.db import session_scope
-    from tasks.models import Event
+    from kernel.storage.db import session_scope
+    from kernel.storage.models import Event
 
     query = select(Event.received_at, Event.updated_at).where(
         Event.state == "processed", Event.received_at >= since
@@ -307,8 +307,8 @@ def run(args: Any, scratch: Path, events: int) -> dict[str, Any]:
         os.environ.update(env)
         info = machine_info(broker_url)
         print_machine(info)
-        from tasks.routing import parse_routes
-        from tasks.settings import get_settings
+        from kernel.routing import parse_routes
+        from kernel.settings import get_settings
 
         get_settings.cache_clear()
         routes = parse_routes(get_settings().routes)
@@ -351,7 +351,7 @@ def run(args: Any, scratch: Path, events: int) -> dict[str, Any]:
                 _print_phase(phases[-1])
                 for database in databases:
                     if database == "sqlite":
-                        from tasks.db import upgrade
+                        from kernel.storage.db import upgrade
 
                         url = f"sqlite:///{scratch / 'ledger.sqlite3'}"
                         upgrade(url)

@@ -76,7 +76,7 @@ def plain_kombu_publisher(
     from kombu.connection import Connection
     from kombu.messaging import Producer
 
-    from tasks.topology import EVENTS_EXCHANGE
+    from kernel.topology import EVENTS_EXCHANGE
 
     with Connection(broker_url) as connection:
         channel = connection.channel()
@@ -328,7 +328,7 @@ def run(args: Any, scratch: Path, duration: float, rounds: int, concurrency: int
         os.environ.update(env)  # read by tasks.* in this process and in the baseline processes
         info = machine_info(broker_url)
         print_machine(info)
-        from tasks.routing import parse_routes
+        from kernel.routing import parse_routes
 
         routes = parse_routes(BENCH_ROUTES)
         records = sample_records(4_000 if args.quick else 20_000, args.seed)

@@ -305,9 +305,9 @@ def run(args: Any, scratch: Path, events: int) -> dict[str, Any]:
         os.environ.update(env)
         info = machine_info(broker_url)
         print_machine(info)
-        from tasks.db import upgrade
-        from tasks.routing import parse_routes
-        from tasks.settings import get_settings
+        from kernel.routing import parse_routes
+        from kernel.settings import get_settings
+        from kernel.storage.db import upgrade
 
         get_settings.cache_clear()
         settings = get_settings()
@@ -363,7 +363,7 @@ def _soak_with_workers(
             sampler.halt()
         finally:
             stop_all(workers)
-    from tasks.settings import get_settings
+    from kernel.settings import get_settings
 
     time_limit = float(get_settings().task_time_limit)  # the workers' own: they read the same environment
     figures["warm_up_events"] = int(warm_up_end(sampler.samples, events, time_limit))

@@ -10,7 +10,7 @@ from cli.events import events
 from cli.routes import routes
 from cli.send import send
 from cli.topology import topology
-from tasks.settings import ConfigurationError, get_settings
+from kernel.settings import ConfigurationError, get_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +32,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True, help="Migrate up (or down) to this revision.")
 def upgrade(revision: str) -> None:
     """Apply the database migrations; safe to run at every start (the Procfile's release process)."""
-    from tasks.db import migrate, safe_url
+    from kernel.storage.db import migrate, safe_url
 
     try:
         url = get_settings().database_url

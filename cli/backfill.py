@@ -12,10 +12,10 @@ import click
 import httpx
 
 from cli.common import Unavailable, echo_json, interactive, safe_url, settings_or_exit
+from kernel.routing import RouteSpecError, RouteTable, parse_routes
+from kernel.settings import Settings
+from kernel.storage.archive import InvalidQuery, parse_time
 from tasks import backfill as bf
-from tasks.archive import InvalidQuery, parse_time
-from tasks.routing import RouteSpecError, RouteTable, parse_routes
-from tasks.settings import Settings
 
 EXIT_INTERRUPTED = 130
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from kombu.connection import Connection
 
-from tasks.settings import ConfigurationError, Settings, get_settings
+from kernel.settings import ConfigurationError, Settings, get_settings
 
 # Exit codes scripts can rely on (click itself exits 2 for bad usage).
 EXIT_FAILURE = 1

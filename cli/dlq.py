@@ -14,10 +14,10 @@ from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from cli.common import Unavailable, connect_broker, echo_json, interactive, safe_url
+from kernel.routing import RouteSpecError, parse_routes
+from kernel.settings import ConfigurationError, Settings, load_settings
 from tasks import dead_letters
 from tasks.dead_letters import DeadLetter, LedgerEntry, Outcome, Selection, Tally
-from tasks.routing import RouteSpecError, parse_routes
-from tasks.settings import ConfigurationError, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 LIST_COLUMNS = ("died (UTC)", "type", "tries", "log_id", "reason")

@@ -13,9 +13,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from tasks import archive
-from tasks.db import session_scope
-from tasks.settings import Settings
+from kernel.settings import Settings
+from kernel.storage import archive
+from kernel.storage.db import session_scope
 
 F = TypeVar("F", bound=Callable[..., Any])
 TABLE_COLUMNS = ("date", "type", "log_id", "user", "ip", "state", "attempts")

@@ -7,9 +7,9 @@ from typing import Any
 import click
 
 from cli.common import echo_json, settings_or_exit
-from tasks.catalogue import CATALOGUE, describe
+from kernel.catalogue import CATALOGUE, describe
+from kernel.routing import RouteSpecError, RouteTable, parse_routes
 from tasks.handlers import ALL_EVENTS, Registration, dropped_codes, registered, routing_gaps
-from tasks.routing import RouteSpecError, RouteTable, parse_routes
 
 
 @click.command()

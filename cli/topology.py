@@ -11,9 +11,9 @@ from kombu.connection import Connection
 from kombu.exceptions import KombuError
 
 from cli.common import EXIT_FAILURE, Unavailable, connect_broker, echo_json, safe_url, settings_or_exit
-from tasks.broker_status import DeclareReport, QueueState, TopologyStatus, declare_topology, topology_status
-from tasks.routing import RouteSpecError, parse_routes
-from tasks.settings import Settings
+from kernel.broker_status import DeclareReport, QueueState, TopologyStatus, declare_topology, topology_status
+from kernel.routing import RouteSpecError, parse_routes
+from kernel.settings import Settings
 
 T = TypeVar("T")
 

@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session
 
 from app.intake import Intake, sort_records
 from app.publisher import PublishError
-from tasks.db import session_scope
-from tasks.models import BackfillCheckpoint, Event, utcnow
-from tasks.routing import RouteTable
+from kernel.routing import RouteTable
+from kernel.storage.db import session_scope
+from kernel.storage.models import BackfillCheckpoint, Event, utcnow
 
 LOGS_PATH = "/api/v2/logs"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path, not a secret

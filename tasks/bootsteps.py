@@ -11,11 +11,11 @@ from typing import Any, NoReturn
 from celery import bootsteps
 from celery.worker.state import maybe_shutdown
 
-from tasks.db import SchemaUnreadable, safe_url, wait_for_revisions
+from kernel.routing import parse_routes
+from kernel.settings import get_settings
+from kernel.storage.db import SchemaUnreadable, safe_url, wait_for_revisions
+from kernel.topology import declare_all
 from tasks.handlers import ALL_EVENTS, registered, routing_gaps
-from tasks.routing import parse_routes
-from tasks.settings import get_settings
-from tasks.topology import declare_all
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_shutdown
 
+from kernel.logging_setup import celery_setup_logging
 from tasks import metrics
 from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology, ReportRoutingGaps
-from tasks.logging_setup import celery_setup_logging
 
 app = Celery("auth0_events")
 app.config_from_object("celeryconfig")
@@ -21,5 +21,5 @@ app.steps["worker"].add(ReportRoutingGaps)
 # Each worker node serves its pool children's metrics on AUTH0_EVENTS_METRICS_PORT (tasks/metrics.py).
 celeryd_after_setup.connect(metrics.serve)
 worker_process_shutdown.connect(metrics.child_exited)
-# JSON lines with each event's log_id, type, queue and task id (tasks/logging_setup.py), not Celery's format.
+# JSON lines with each event's log_id, type, queue and task id (kernel/logging_setup.py), not Celery's format.
 setup_logging.connect(celery_setup_logging)

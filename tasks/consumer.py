@@ -18,10 +18,10 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from celery.worker.consumer.gossip import Gossip
 
-from tasks.amqp_properties import install
-from tasks.models import utcnow
+from kernel.amqp_properties import install
+from kernel.settings import get_settings
+from kernel.storage.models import utcnow
 from tasks.refusal import Refuser
-from tasks.settings import get_settings
 from tasks.task_message import decode_failure, max_body_bytes, message_problem
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Before the first delivery is decoded (tasks/amqp_properties.py).
+        # Before the first delivery is decoded (kernel/amqp_properties.py).
         install()
         settings = get_settings()
         self.largest_body = max_body_bytes(settings.max_body_bytes)

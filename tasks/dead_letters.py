@@ -27,13 +27,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from tasks import amqp_properties
-from tasks.db import session_scope
-from tasks.models import Event, utcnow
-from tasks.record_limits import MAX_RECORD_DEPTH, carry_problem
+from kernel import amqp_properties
+from kernel.record_limits import MAX_RECORD_DEPTH, carry_problem
+from kernel.routing import DLQ_SUFFIX
+from kernel.storage.db import session_scope
+from kernel.storage.models import Event, utcnow
+from kernel.topology import EVENTS_EXCHANGE
 from tasks.refusal import HEADER_PREFIX, REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER
-from tasks.routing import DLQ_SUFFIX
-from tasks.topology import EVENTS_EXCHANGE
 
 # RabbitMQ's records of earlier dead-letterings, and the worker's of a refusal (tasks/refusal.py); a
 # replayed message starts a new life without them.
@@ -317,7 +317,7 @@ def borrowing(connection: Connection) -> Iterator[Any]:
     a message twice. While held they are invisible to other readers; and RabbitMQ's consumer_timeout
     (30 min) closes a channel that holds one longer, which again only requeues them.
     """
-    # A letter's headers may be nested too deep to decode, or name a compression (tasks/amqp_properties.py).
+    # A letter's headers may be nested too deep to decode, or name a compression (kernel/amqp_properties.py).
     amqp_properties.install()
     channel = connection.channel()
     try:

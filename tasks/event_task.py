@@ -9,15 +9,15 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
+from kernel.events import InvalidRecord, normalize_record, parse_event
+from kernel.logging_setup import log_context
+from kernel.pii import current_personal_values, mask_text, personal_values
+from kernel.settings import get_settings
+from kernel.storage.models import utcnow
 from tasks import metrics
 from tasks.celery_app import app
-from tasks.events import InvalidRecord, normalize_record, parse_event
-from tasks.logging_setup import log_context
-from tasks.models import utcnow
-from tasks.pii import current_personal_values, mask_text, personal_values
 from tasks.process import process_event, record_failure
 from tasks.retry_policy import Decision, RetryPolicy, decide, decide_redelivery
-from tasks.settings import get_settings
 
 logger = logging.getLogger(__name__)
 

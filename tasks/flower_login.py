@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from tasks.settings import ConfigurationError, check_flower_basic_auth
+from kernel.settings import ConfigurationError, check_flower_basic_auth
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from tasks.catalogue import describe, is_category
-from tasks.routing import RouteTable
+from kernel.catalogue import describe, is_category
+from kernel.routing import RouteTable
 
 Handler = Callable[..., object]
 

@@ -21,8 +21,8 @@ from typing import Any, Literal, cast
 from sqlalchemy import Connection, Delete, Select, Table, Update, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tasks.events import Auth0Event
-from tasks.models import Event, HandlerRun, fit
+from kernel.events import Auth0Event
+from kernel.storage.models import Event, HandlerRun, fit
 
 EVENTS = cast(Table, Event.__table__)
 RUNS = cast(Table, HandlerRun.__table__)

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from tasks.catalogue import CATALOGUE
-from tasks.events import Auth0Event
-from tasks.settings import get_settings
+from kernel.catalogue import CATALOGUE
+from kernel.events import Auth0Event
+from kernel.settings import get_settings
 
 if TYPE_CHECKING:
     from tasks.process import Outcome

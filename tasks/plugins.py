@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from importlib.metadata import entry_points
 
+from kernel.settings import get_settings
 from tasks.builtin import builtin_modules
 from tasks.handlers import import_handler_modules
-from tasks.settings import get_settings
 
 ENTRY_POINT_GROUP = "auth0_events.handlers"
 

@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from kernel.events import Auth0Event
+from kernel.storage.db import session_scope, transaction
+from kernel.storage.models import utcnow
 from tasks import metrics
-from tasks.db import session_scope, transaction
-from tasks.events import Auth0Event
 from tasks.handlers import Registration, handlers_for
 from tasks.ledger import (
     Claim,
@@ -20,7 +21,6 @@ from tasks.ledger import (
     record_outcome,
     release_claims,
 )
-from tasks.models import utcnow
 
 logger = logging.getLogger(__name__)
 

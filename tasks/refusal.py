@@ -19,11 +19,11 @@ from celery import Celery
 from kombu.connection import Connection
 from kombu.messaging import Producer
 
-from tasks.amqp_properties import MARKER_HEADER, flaw
-from tasks.models import utcnow
-from tasks.record_limits import deepest
+from kernel.amqp_properties import MARKER_HEADER, flaw
+from kernel.record_limits import deepest
+from kernel.storage.models import utcnow
+from kernel.topology import DEAD_LETTER_EXCHANGE
 from tasks.task_message import MAX_HEADER_DEPTH
-from tasks.topology import DEAD_LETTER_EXCHANGE
 
 logger = logging.getLogger(__name__)
 

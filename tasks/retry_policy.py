@@ -13,7 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
-from tasks.events import InvalidRecord
+from kernel.events import InvalidRecord
 from tasks.handlers import PermanentError, RetryableError
 
 Kind = Literal["transient", "permanent"]

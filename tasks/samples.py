@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks.catalogue import describe
+from kernel.catalogue import describe
 
 # Relative weights of the default mix ("--types mix"), roughly what a consumer tenant logs.
 MIX_WEIGHTS: Mapping[str, float] = {

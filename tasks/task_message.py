@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tasks.amqp_properties import flaw
+from kernel.amqp_properties import flaw
+from kernel.events import InvalidRecord, normalize_record
+from kernel.record_limits import carry_problem, deepest
+from kernel.settings import MAX_SAFE_COUNTDOWN_SECONDS
 from tasks.event_task import TASK_NAME
-from tasks.events import InvalidRecord, normalize_record
-from tasks.record_limits import carry_problem, deepest
-from tasks.settings import MAX_SAFE_COUNTDOWN_SECONDS
 
 #: The content type and encoding of every task message (task_serializer = "json").
 CONTENT_TYPE = "application/json"
@@ -36,7 +36,7 @@ KNOWN_KWARGS = REQUIRED_KWARGS | {"received_at"}
 EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
 #: Longest text a header or keyword argument may hold; argsrepr and kwargsrepr are logged whole.
 MAX_TEXT = 4096
-#: Longest task id: the ledger's claims column (tasks/models.py) holds 64 characters.
+#: Longest task id: the ledger's claims column (kernel/storage/models.py) holds 64 characters.
 MAX_TASK_ID = 64
 #: A retry's ETA is at most the retry backoff cap (itself capped at MAX_SAFE_COUNTDOWN_SECONDS) ahead;
 #: the slack covers clocks of different hosts. Anything later would be held unacked past RabbitMQ's

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from tasks.db import upgrade
-from tasks.events import Auth0Event, parse_event
-from tasks.models import utcnow
+from kernel.events import Auth0Event, parse_event
+from kernel.settings import get_settings
+from kernel.storage.db import upgrade
+from kernel.storage.models import utcnow
 from tasks.process import Outcome, process_event
-from tasks.settings import get_settings
 
 _sequence = itertools.count(1)
 

@@ -96,8 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "DATABASE_URL": f"sqlite:///{effects / 'ledger.sqlite3'}",
         }
     )
-    from tasks.db import upgrade
-    from tasks.settings import get_settings
+    from kernel.settings import get_settings
+    from kernel.storage.db import upgrade
 
     get_settings.cache_clear()
     get_settings()  # cached now, so tests that empty the environment cannot change this process's settings
@@ -142,7 +142,7 @@ def broker(broker_url: str) -> Iterator[Any]:
 @pytest.fixture
 def settings_for() -> Any:
     """Build Settings from the test environment with overrides."""
-    from tasks.settings import load_settings
+    from kernel.settings import load_settings
 
     return load_settings
 
@@ -208,7 +208,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 @contextmanager
 def private_postgres_database() -> Iterator[str]:
     """Create a migrated PostgreSQL database of the caller's own; drop it afterwards."""
-    from tasks.scratch_db import ScratchDatabaseError, scratch_postgres_database
+    from kernel.storage.scratch_db import ScratchDatabaseError, scratch_postgres_database
 
     try:
         with scratch_postgres_database(POSTGRES_ADMIN_URL, "auth0_events_test") as url:
@@ -234,7 +234,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on a fresh migrated SQLite file, and on the run's PostgreSQL."""
     if request.param == "postgresql":
         return str(request.getfixturevalue("postgres_url"))
-    from tasks.db import upgrade
+    from kernel.storage.db import upgrade
 
     url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
     upgrade(url)

@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from kernel.events import Auth0Event, parse_event
+from kernel.storage.db import session_scope
+from kernel.storage.models import AlertHit, AlertIncident
 from tasks.builtin import alerts
 from tasks.builtin.alerts import (
     Alert,
@@ -34,10 +37,7 @@ from tasks.builtin.alerts import (
     record_hit,
     send_alert,
 )
-from tasks.db import session_scope
-from tasks.events import Auth0Event, parse_event
 from tasks.handlers import PermanentError, RetryableError, registered, unregister
-from tasks.models import AlertHit, AlertIncident
 from tests.conftest import TEST_TOKEN
 from tests.fake_webhook import FakeWebhook
 from tests.helpers import as_jsonl, make_record, wait_for

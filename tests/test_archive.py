@@ -16,7 +16,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import delete
 
 from cli import main
-from tasks.archive import (
+from kernel.events import parse_event
+from kernel.storage.archive import (
     MAX_LIMIT,
     EventFilters,
     InvalidQuery,
@@ -28,10 +29,9 @@ from tasks.archive import (
     parse_types,
     search_events,
 )
-from tasks.db import session_scope, transaction, upgrade
-from tasks.events import parse_event
+from kernel.storage.db import session_scope, transaction, upgrade
+from kernel.storage.models import Event
 from tasks.ledger import record_attempt, record_outcome
-from tasks.models import Event
 from tests.conftest import TEST_TOKEN, private_postgres_database
 from tests.helpers import make_record
 

@@ -19,13 +19,13 @@ import certifi
 import httpx
 import pytest
 
+from kernel.events import Auth0Event, parse_event
+from kernel.settings import get_settings
 from tasks.builtin import auth0_actions
 from tasks.builtin.auth0_actions import assign_signup_roles, block_breached_user
 from tasks.dead_letters import ledger_entries
-from tasks.events import Auth0Event, parse_event
 from tasks.handlers import PermanentError, RetryableError
 from tasks.metrics import REGISTRY
-from tasks.settings import get_settings
 from tests.conftest import TEST_TOKEN
 from tests.fake_auth0 import DATABASE_CONNECTION, FakeAuth0, breached_password_record, statuses
 from tests.helpers import ROOT, as_jsonl, free_port, make_record, take_messages, task_kwargs, wait_for

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tasks.catalogue import (
+from kernel.catalogue import (
     _ENTRIES,
     CATALOGUE,
     CATEGORIES,
@@ -17,7 +17,7 @@ from tasks.catalogue import (
     describe,
     is_category,
 )
-from tasks.routing import parse_routes
+from kernel.routing import parse_routes
 
 #: A copy of Auth0's machine-readable list of log codes (auth0/auth0-log-schemas), refreshed by
 #: scripts/refresh-catalogue.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, text
 
-from tasks import db
+from kernel.storage import db
 from tests.conftest import POSTGRES_ADMIN_URL
 
 
@@ -51,7 +51,7 @@ def test_connection_used_just_now_is_not_pinged(postgres_url: str, monkeypatch: 
 
 def test_scratch_database_on_an_unreachable_server_says_so() -> None:
     """No server at the admin URL: ScratchDatabaseError with the driver's reason, nothing yielded."""
-    from tasks.scratch_db import ScratchDatabaseError, scratch_postgres_database
+    from kernel.storage.scratch_db import ScratchDatabaseError, scratch_postgres_database
 
     database = scratch_postgres_database("postgresql+psycopg://postgres@127.0.0.1:1/test", "unused")
     with pytest.raises(ScratchDatabaseError, match="127.0.0.1"):
@@ -60,7 +60,7 @@ def test_scratch_database_on_an_unreachable_server_says_so() -> None:
 
 def test_scratch_database_is_migrated_and_dropped_afterwards(postgres_url: str) -> None:
     """The yielded database has the ledger's tables; after the block it no longer exists."""
-    from tasks.scratch_db import scratch_postgres_database
+    from kernel.storage.scratch_db import scratch_postgres_database
 
     with scratch_postgres_database(POSTGRES_ADMIN_URL, "auth0_events_test_scratch") as url:
         with db.transaction(url) as connection:

@@ -18,10 +18,10 @@ from click.testing import CliRunner, Result
 from kombu import Producer
 
 from cli.dlq import dlq
+from kernel.amqp_properties import Unreadable
+from kernel.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue
 from tasks import dead_letters
-from tasks.amqp_properties import Unreadable
 from tasks.dead_letters import DeadLetter, Pacer, Selection
-from tasks.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue
 from tests.conftest import MAX_RETRIES, TEST_TOKEN
 from tests.helpers import (
     WorkerProcess,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from tasks.db import session_scope
-from tasks.models import Event
+from kernel.storage.db import session_scope
+from kernel.storage.models import Event
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, count_lines, make_record, wait_for
 

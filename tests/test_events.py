@@ -1,4 +1,4 @@
-"""Unit tests for tasks.events: record validation (normalize_record) and the typed Auth0Event."""
+"""Unit tests for kernel.events: record validation (normalize_record) and the typed Auth0Event."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tasks.events import Auth0Event, InvalidRecord, normalize_record, parse_event, storable_text
+from kernel.events import Auth0Event, InvalidRecord, normalize_record, parse_event, storable_text
 
 LOG_ID = "90020211103082515482106767167326018758436529088273317970"
 

@@ -133,7 +133,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     receiver the way the function-scoped start_worker and make_app fixtures do.
     """
     from app import create_app
-    from tasks.settings import load_settings
+    from kernel.settings import load_settings
 
     directory = tmp_path_factory.mktemp("flower")
     suffix = uuid.uuid4().hex[:6]

@@ -70,7 +70,7 @@ class Receiver:
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     """The Procfile's web line with a small body limit, routing everything to three queues of its own."""
-    from tasks.db import upgrade
+    from kernel.storage.db import upgrade
 
     directory = tmp_path_factory.mktemp("fuzz")
     prefix = f"fuzz-{uuid.uuid4().hex[:8]}"
@@ -466,7 +466,7 @@ def publish_raw(connection: Connection, queue: str, delivery: Delivery) -> None:
     """Publish the bytes as they are, straight to the work queue, as anyone with broker access could."""
     from kombu import Producer
 
-    from tasks.topology import EVENTS_EXCHANGE
+    from kernel.topology import EVENTS_EXCHANGE
 
     producer = Producer(connection.default_channel, exchange=EVENTS_EXCHANGE, auto_declare=False)
     producer.publish(
@@ -485,9 +485,9 @@ def test_worker_under_fuzzed_messages_dead_letters_them_and_goes_on(
 ) -> None:
     """Messages anyone with broker access could publish: each is handled or dead-lettered with a reason,
     and the worker (one process, so nothing runs beside a wedged message) then handles a fresh event."""
-    from tasks.db import upgrade
+    from kernel.storage.db import upgrade
+    from kernel.topology import declare_all
     from tasks.refusal import REASON_HEADER
-    from tasks.topology import declare_all
 
     directory = tmp_path_factory.mktemp("fuzz-messages")
     queue = f"fuzz-{uuid.uuid4().hex[:8]}.s"

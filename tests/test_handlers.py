@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.events import Auth0Event
+from kernel.events import Auth0Event
+from kernel.routing import parse_routes
 from tasks.handlers import (
     ALL_EVENTS,
     Handler,
@@ -24,7 +25,6 @@ from tasks.handlers import (
     routing_gaps,
     unregister,
 )
-from tasks.routing import parse_routes
 
 Register = Callable[..., str]
 

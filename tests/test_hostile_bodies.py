@@ -18,7 +18,7 @@ import pytest
 
 from app.quarantine import MAX_KEPT_BYTES, MAX_KEPT_RECORDS
 from app.receiver import SLICE_ABOVE_BYTES
-from tasks.record_limits import MAX_RECORD_DEPTH
+from kernel.record_limits import MAX_RECORD_DEPTH
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, make_record, take_messages, task_kwargs
 

@@ -9,8 +9,8 @@ import pytest
 
 from app.intake import AcceptedEvent, Intake, QuarantinedRecord, sort_records
 from app.payload import UnreadValue
-from tasks.record_limits import MAX_RECORD_DEPTH, NOT_FINITE, TOO_DEEP
-from tasks.routing import parse_routes
+from kernel.record_limits import MAX_RECORD_DEPTH, NOT_FINITE, TOO_DEEP
+from kernel.routing import parse_routes
 
 ROUTES = parse_routes("s,f,fp,auth.signup.fail=auth0.signup_failed")
 
@@ -176,7 +176,7 @@ def test_sort_records_never_raises_for_bad_records() -> None:
 
 def test_records_that_cannot_be_carried_are_quarantined_before_routing() -> None:
     """A record too deep, holding NaN, or that the parser could not build is quarantined with the reason
-    from tasks/record_limits.py, whatever its type's route (a filtered type included)."""
+    from kernel/record_limits.py, whatever its type's route (a filtered type included)."""
     deep: Any = []
     for _ in range(MAX_RECORD_DEPTH):
         deep = [deep]

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from tasks.db import session_scope, transaction
-from tasks.events import parse_event
+from kernel.events import parse_event
+from kernel.storage.db import session_scope, transaction
+from kernel.storage.models import Event, HandlerRun
 from tasks.ledger import (
     claim,
     lock_event,
@@ -18,7 +19,6 @@ from tasks.ledger import (
     record_outcome,
     release_claims,
 )
-from tasks.models import Event, HandlerRun
 from tests.helpers import make_record
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

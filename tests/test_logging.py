@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tasks.logging_setup import configure_logging, log_context
-from tasks.pii import mask, personal_values
+from kernel.logging_setup import configure_logging, log_context
+from kernel.pii import mask, personal_values
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, make_record, wait_for
 

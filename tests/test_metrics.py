@@ -25,7 +25,7 @@ import yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.broker_status import queue_state
+from kernel.broker_status import queue_state
 from tests.conftest import TEST_TOKEN
 from tests.helpers import (
     ROOT,
@@ -320,7 +320,7 @@ def test_dlq_age_counts_a_worker_refusal_and_survives_undecodable_headers(make_a
 
     from kombu import Producer
 
-    from tasks.models import utcnow
+    from kernel.storage.models import utcnow
     from tasks.refusal import REFUSED_AT_HEADER
 
     queue = f"metrics-{uuid.uuid4().hex[:8]}.s"

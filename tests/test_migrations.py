@@ -12,7 +12,14 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from tasks.db import alembic_config, dispose_engines, get_engine, schema_revisions, transaction, upgrade
+from kernel.storage.db import (
+    alembic_config,
+    dispose_engines,
+    get_engine,
+    schema_revisions,
+    transaction,
+    upgrade,
+)
 from tests.conftest import private_postgres_database
 
 CLI = str(Path(sys.executable).parent / "auth0-events")

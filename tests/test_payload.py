@@ -7,7 +7,7 @@ import json
 import pytest
 
 from app.payload import PayloadError, UnreadValue, iter_records, iter_spans, parse_body
-from tasks.record_limits import TOO_DEEP, too_long_integer
+from kernel.record_limits import TOO_DEEP, too_long_integer
 
 A = {"log_id": "900a", "data": {"type": "s", "log_id": "900a"}}
 B = {"log_id": "900b", "data": {"type": "fp", "log_id": "900b"}}

@@ -23,10 +23,10 @@ from kombu import Connection
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from tasks.archive import get_event
+from kernel.pii import current_personal_values, mask, mask_text, personal_values, set_mask_key
+from kernel.storage.archive import get_event
+from kernel.storage.db import make_engine, session_scope
 from tasks.celery_app import app as celery_app
-from tasks.db import make_engine, session_scope
-from tasks.pii import current_personal_values, mask, mask_text, personal_values, set_mask_key
 from tests.conftest import TEST_TOKEN
 from tests.helpers import (
     ROOT,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, text
 
-from tasks.db import get_engine, session_scope
+from kernel.storage.db import get_engine, session_scope
 from tests.conftest import TEST_TOKEN
 from tests.helpers import ROOT, as_jsonl, make_record, wait_for
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.routing import DLQ_SUFFIX, QUARANTINE_QUEUE, parse_routes
-from tasks.settings import DEFAULT_ROUTES, Settings, check_flower_basic_auth, load_settings
+from kernel.routing import DLQ_SUFFIX, QUARANTINE_QUEUE, parse_routes
+from kernel.settings import DEFAULT_ROUTES, Settings, check_flower_basic_auth, load_settings
 from tests.helpers import ROOT, procfile
 
 PASSWORDS = ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD")
@@ -252,7 +252,7 @@ def test_the_image_holds_every_file_the_processes_read_from_their_directory() ->
 
 def test_git_ignores_the_default_database_and_its_sqlite_companions() -> None:
     """The default DATABASE_URL's file and the -wal, -shm and -journal files SQLite keeps beside it (WAL
-    mode: tasks/db.py) stay out of `git status`, and so do a *.db ledger's."""
+    mode: kernel/storage/db.py) stay out of `git status`, and so do a *.db ledger's."""
     default = Path(Settings.model_fields["database_url"].default.removeprefix("sqlite:///"))
     names = [
         f"{base}{suffix}" for base in (default, "ledger.db") for suffix in ("", "-wal", "-shm", "-journal")

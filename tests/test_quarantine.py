@@ -7,7 +7,7 @@ from typing import Any
 
 from app.intake import Intake, QuarantinedRecord
 from app.quarantine import MAX_KEPT_RECORDS, MAX_REASON_CHARS, MAX_REASONS, OTHER_REASONS, QuarantineReport
-from tasks.record_limits import MAX_RECORD_DEPTH
+from kernel.record_limits import MAX_RECORD_DEPTH
 
 
 def intake_of(*bad: QuarantinedRecord, source: Any = None) -> Intake:

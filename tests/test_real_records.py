@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tasks.db import session_scope
-from tasks.models import Event
+from kernel.storage.db import session_scope
+from kernel.storage.models import Event
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, take_messages, wait_for
 

@@ -179,7 +179,7 @@ def test_routing_by_code_category_and_catch_all(routed: Any, broker: Any, prefix
 
 def test_default_routes_use_one_queue_per_event_type(make_app: Any) -> None:
     """Unconfigured, the 18 default event types each get auth0.<code>, and everything else is filtered."""
-    from tasks.settings import DEFAULT_ROUTES
+    from kernel.settings import DEFAULT_ROUTES
 
     receiver = make_app(routes=DEFAULT_ROUTES).extensions["auth0_events"]
     assert receiver.routes.queue_for("ss") == "auth0.ss"

@@ -14,7 +14,7 @@ import pytest
 from amqp.basic_message import Message
 
 from app.publisher import _Batch
-from tasks.routing import QUARANTINE_QUEUE
+from kernel.routing import QUARANTINE_QUEUE
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, make_record, take_messages, wait_for
 from tests.tcp_proxy import TcpProxy

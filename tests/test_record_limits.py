@@ -1,4 +1,4 @@
-"""What a record may hold to be carried: depth, numbers, JSON types (tasks/record_limits.py)."""
+"""What a record may hold to be carried: depth, numbers, JSON types (kernel/record_limits.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tasks.record_limits import MAX_RECORD_DEPTH, carry_problem, deepest
+from kernel.record_limits import MAX_RECORD_DEPTH, carry_problem, deepest
 
 
 def nested(levels: int) -> object:

@@ -12,8 +12,8 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DisconnectionError, InterfaceError, OperationalError, StatementError
 
-from tasks.db import transaction
-from tasks.events import InvalidRecord
+from kernel.events import InvalidRecord
+from kernel.storage.db import transaction
 from tasks.handlers import PermanentError, RetryableError
 from tasks.retry_policy import (
     Decision,

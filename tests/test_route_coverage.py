@@ -56,8 +56,8 @@ def test_default_routes_carry_every_code_an_enabled_builtin_listens_to() -> None
     code = (
         "import json, tasks.plugins\n"
         "from tasks.handlers import registered\n"
-        "from tasks.routing import parse_routes\n"
-        "from tasks.settings import get_settings\n"
+        "from kernel.routing import parse_routes\n"
+        "from kernel.settings import get_settings\n"
         "table = parse_routes(get_settings().routes)\n"
         "print(json.dumps({r.name: sorted(s for s in r.selectors if s != '*' and table.queue_for(s) is None)"
         " for r in registered()}))\n"

@@ -1,12 +1,12 @@
-"""Unit tests for tasks.routing: parsing AUTH0_EVENTS_ROUTES and choosing the queue for each event code."""
+"""Unit tests for kernel.routing: parsing AUTH0_EVENTS_ROUTES and choosing the queue for each event code."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.catalogue import CATEGORIES
-from tasks.routing import RouteSpecError, RouteTable, default_queue_for, parse_routes
-from tasks.settings import DEFAULT_ROUTES
+from kernel.catalogue import CATEGORIES
+from kernel.routing import RouteSpecError, RouteTable, default_queue_for, parse_routes
+from kernel.settings import DEFAULT_ROUTES
 
 ISSUE_EXAMPLE = "s,ss,slo,f,fp,fu=auth0.login_failed,auth.signup.fail=auth0.signup_failed"
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tasks.settings import DEFAULT_ROUTES
+from kernel.settings import DEFAULT_ROUTES
 from tests.conftest import BROKER_HOST, TEST_TOKEN, _rabbitmqctl
 from tests.helpers import ROOT, as_jsonl, free_port, make_record, procfile, wait_for
 

@@ -1,4 +1,4 @@
-"""Unit tests for tasks.settings: environment variables, defaults, and errors that name the variable."""
+"""Unit tests for kernel.settings: environment variables, defaults, and errors that name the variable."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 from pydantic import AliasChoices
 
-from tasks.settings import (
+from kernel.settings import (
     DEFAULT_ROUTES,
     MAX_SAFE_COUNTDOWN_SECONDS,
     MIN_TOKEN_LENGTH,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app import create_app
-from tasks.settings import ConfigurationError
+from kernel.settings import ConfigurationError
 from tests.helpers import ROOT, as_jsonl, free_port, make_record, procfile
 
 
@@ -32,7 +32,7 @@ def test_receiver_with_a_placeholder_or_short_token_refuses_to_start(
     monkeypatch: pytest.MonkeyPatch, token: str, says: str
 ) -> None:
     """The stream token of .env.example, or one too short to be a secret, stops the receiver's start."""
-    from tasks.settings import get_settings
+    from kernel.settings import get_settings
 
     monkeypatch.setenv("AUTH0_LOG_STREAM_TOKENS", token)
     get_settings.cache_clear()

@@ -14,7 +14,7 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from tasks.db import (
+from kernel.storage.db import (
     SchemaUnreadable,
     alembic_config,
     dispose_engines,
@@ -151,7 +151,7 @@ def test_an_unreachable_server_is_waited_for_then_refused_with_the_reason(
     database (password hidden) and the driver's reason."""
     url = "postgresql://auth0events:s3cret-pw@127.0.0.1:1/auth0events"
     pauses: list[float] = []
-    caplog.set_level(logging.WARNING, logger="tasks.db")
+    caplog.set_level(logging.WARNING, logger="kernel.storage.db")
     with pytest.raises(SchemaUnreadable) as refused:
         wait_for_revisions(url, 3.5, sleep=lambda seconds: pauses.append(seconds) or time.sleep(seconds / 10))
     assert pauses[:2] == [1.0, 2.0]

@@ -18,8 +18,8 @@ from amqp.basic_message import Message as AmqpMessage
 from amqp.spec import Basic
 from kombu.message import Message
 
-from tasks import amqp_properties
-from tasks.amqp_properties import MARKER_HEADER, Unreadable, flaw
+from kernel import amqp_properties
+from kernel.amqp_properties import MARKER_HEADER, Unreadable, flaw
 from tasks.celery_app import app
 from tasks.dead_letters import replay_headers
 from tasks.event_task import TASK_NAME

@@ -15,8 +15,8 @@ import pytest
 from amqp.exceptions import NotFound
 from kombu import Connection, Exchange, Queue
 
-from tasks.broker_status import declare_topology, queue_state
-from tasks.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+from kernel.broker_status import declare_topology, queue_state
+from kernel.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
 from tests.conftest import BROKER_HOST, _rabbitmqctl
 from tests.helpers import ROOT, free_port, wait_for
 

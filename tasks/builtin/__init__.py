@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.settings import Settings
+from kernel.settings import Settings
 
 BUILTIN_MODULES = {
     "log": "tasks.builtin.log_event",

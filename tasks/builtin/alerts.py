@@ -26,11 +26,11 @@ from sqlalchemy import CursorResult, Result, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tasks.db import session_scope
-from tasks.events import Auth0Event
+from kernel.events import Auth0Event
+from kernel.settings import Settings, get_settings
+from kernel.storage.db import session_scope
+from kernel.storage.models import AlertHit, AlertIncident, Event, utcnow
 from tasks.handlers import PermanentError, RetryableError, handles
-from tasks.models import AlertHit, AlertIncident, Event, utcnow
-from tasks.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 

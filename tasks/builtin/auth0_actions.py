@@ -16,11 +16,11 @@ import httpx
 from auth0.management import ManagementClient
 from auth0.management.core import ApiError, ParsingError, RequestOptions
 
+from kernel.events import Auth0Event
+from kernel.settings import Settings, get_settings
 from tasks import metrics
-from tasks.events import Auth0Event
 from tasks.handlers import PermanentError, RetryableError, handles
 from tasks.retry_policy import classify, retry_after
-from tasks.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tasks.events import Auth0Event
+from kernel.events import Auth0Event
 from tasks.handlers import ALL_EVENTS, handles
 
 logger = logging.getLogger("auth0_events.events")

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tasks.db import dispose_engines, upgrade
+from kernel.storage.db import dispose_engines, upgrade
 
 
 class ScratchDatabaseError(RuntimeError):

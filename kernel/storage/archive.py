@@ -21,8 +21,8 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Table, and_, or_, select
 from sqlalchemy.orm import Session
 
-from tasks.events import storable_text
-from tasks.models import Event, fit
+from kernel.events import storable_text
+from kernel.storage.models import Event, fit
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -214,5 +214,5 @@ def _sorts_after(date: datetime | None, event_id: int) -> ColumnElement[bool]:
 
 
 def _utc(value: datetime) -> datetime:
-    # Naive times are UTC, as the archive stores them (tasks.models.UTCDateTime).
+    # Naive times are UTC, as the archive stores them (kernel.storage.models.UTCDateTime).
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

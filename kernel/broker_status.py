@@ -15,7 +15,7 @@ from amqp.exceptions import ChannelError, NotFound
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from tasks.topology import (
+from kernel.topology import (
     DEAD_LETTER_EXCHANGE,
     EVENTS_EXCHANGE,
     dead_letter_queue,

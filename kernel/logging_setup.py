@@ -13,8 +13,8 @@ from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
-from tasks.pii import current_personal_values, mask, mask_text, set_mask_key
-from tasks.settings import Settings
+from kernel.pii import current_personal_values, mask, mask_text, set_mask_key
+from kernel.settings import Settings
 
 #: What ties a line to an event and a request; set with log_context(), added to every line in that context.
 CONTEXT_FIELDS = ("request_id", "log_id", "event_type", "queue", "task_id")
@@ -52,7 +52,7 @@ class Masker:
 
     On, it masks the whole value of a personal field (user_name, ip …) and, in every other value, the
     message and the exception text included, each e-mail and IP address and each personal value of the
-    event being processed (tasks/pii.py).
+    event being processed (kernel/pii.py).
     """
 
     def __init__(self, enabled: bool) -> None:
@@ -187,6 +187,6 @@ def configure_logging(
 
 def celery_setup_logging(loglevel: Any = None, **_: Any) -> None:
     """Celery's setup_logging signal: our configuration instead of Celery's (--loglevel still applies)."""
-    from tasks.settings import get_settings
+    from kernel.settings import get_settings
 
     configure_logging(get_settings(), level=loglevel or None)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tasks.catalogue import CATALOGUE, CATEGORIES, codes_in_category, describe, is_category
+from kernel.catalogue import CATALOGUE, CATEGORIES, codes_in_category, describe, is_category
 
 QUEUE_PREFIX = "auth0."
 DLQ_SUFFIX = ".dlq"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks.catalogue import EventType, describe
+from kernel.catalogue import EventType, describe
 
 #: The ledger is keyed on log_id (events.log_id, handler_runs.log_id are this long). Auth0's are 56 digits.
 MAX_LOG_ID_LENGTH = 128

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ColumnElement, DateTime, Dialect, Index, Integer, S
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from tasks.events import MAX_LOG_ID_LENGTH
+from kernel.events import MAX_LOG_ID_LENGTH
 
 # Auth0 log_ids are 56 digits today; leave room for a change of format (longer ones are invalid records).
 LOG_ID = String(MAX_LOG_ID_LENGTH)
@@ -52,7 +52,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    """Declarative base of every table; Alembic migrations in tasks/migrations create them."""
+    """Declarative base of every table; Alembic migrations in kernel/storage/migrations create them."""
 
 
 class Event(Base):

@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the URL given by tasks.db.alembic_config (DATABASE_URL)."""
+"""Alembic environment: runs migrations on the URL kernel.storage.db.alembic_config gives (DATABASE_URL)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from alembic import context
 
-from tasks.db import make_engine
-from tasks.models import Base, UTCDateTime
-from tasks.settings import get_settings
+from kernel.settings import get_settings
+from kernel.storage.db import make_engine
+from kernel.storage.models import Base, UTCDateTime
 
 config = context.config
 

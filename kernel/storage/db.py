@@ -27,7 +27,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from tasks.settings import get_settings
+from kernel.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _session_factory(engine: Engine, read_only: bool) -> sessionmaker[Session]:
 
 
 def alembic_config(url: str | None = None) -> Config:
-    """Alembic configuration pointing at tasks/migrations and ``url``."""
+    """Alembic configuration pointing at kernel/storage/migrations and ``url``."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", (url or get_settings().database_url).replace("%", "%%"))

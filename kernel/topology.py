@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from tasks.routing import DLQ_SUFFIX, QUARANTINE_QUEUE
+from kernel.routing import DLQ_SUFFIX, QUARANTINE_QUEUE
 
 # Topic rather than direct: Celery publishes to a direct exchange through the default exchange, and
 # quorum queues' native delayed delivery needs a topic exchange (shared/reference/celery-rabbitmq.md §2, §8).
