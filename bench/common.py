@@ -243,9 +243,9 @@ def slope(points: Sequence[tuple[float, float]]) -> float:
 def sample_records(
     count: int, seed: int, accept: Callable[[str], bool] | None = None
 ) -> list[dict[str, Any]]:
-    """``count`` realistic records (tasks.samples' default mix), only of codes ``accept`` says yes to."""
+    """``count`` realistic records (cli.send.samples' default mix), only of codes ``accept`` says yes to."""
     try:
-        from tasks.samples import SampleGenerator
+        from cli.send.samples import SampleGenerator
     except ImportError:  # an older tree: the plain test records
         return _plain_records(count, accept)
     generator = SampleGenerator(seed=seed)

@@ -5,7 +5,7 @@
 
 In one run, on a private vhost whose bench queues nobody consumes (purged between phases), with the same
 number of publishing processes (``--processes``, default 2 as the Procfile's WEB_CONCURRENCY) and the same
-realistic records (tasks.samples), in ``--rounds`` alternating rounds:
+realistic records (cli.send.samples), in ``--rounds`` alternating rounds:
 
 - **ours**: the Procfile's ``web:`` line (gunicorn with its settings) on localhost; a load client in its own
   process POSTs batches of 100 records over keep-alive connections (``--concurrency``). Accepted events/s

@@ -228,7 +228,7 @@ def soak(
     timeout: float,
 ) -> dict[str, Any]:
     """Post ``events`` new records, at most ``backlog`` ahead of the ledger; wait until all are processed."""
-    from tasks.samples import SampleGenerator
+    from cli.send.samples import SampleGenerator
 
     generator = SampleGenerator(seed=seed + 1)
     posted, started, chunk = 0, time.monotonic(), 10 * BATCH

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from cli.backfill import backfill
-from cli.dlq import dlq
+from cli.backfill.command import backfill
+from cli.dlq.command import dlq
 from cli.events import events
 from cli.routes import routes
-from cli.send import send
+from cli.send.command import send
 from cli.topology import topology
 from kernel.settings import ConfigurationError, get_settings
 

@@ -27,7 +27,7 @@ from tasks.task_message import MAX_HEADER_DEPTH
 
 logger = logging.getLogger(__name__)
 
-#: Headers the worker adds to the copy; the ``dlq`` command reads them (tasks/dead_letters.py).
+#: Headers the worker adds to the copy; the ``dlq`` command reads them (cli/dlq/dead_letters.py).
 HEADER_PREFIX = "x-auth0-events-"
 REASON_HEADER = HEADER_PREFIX + "refused"
 SOURCE_HEADER = HEADER_PREFIX + "source-queue"

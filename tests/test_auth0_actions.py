@@ -19,11 +19,11 @@ import certifi
 import httpx
 import pytest
 
+from cli.dlq.dead_letters import ledger_entries
 from kernel.events import Auth0Event, parse_event
 from kernel.settings import get_settings
 from tasks.builtin import auth0_actions
 from tasks.builtin.auth0_actions import assign_signup_roles, block_breached_user
-from tasks.dead_letters import ledger_entries
 from tasks.handlers import PermanentError, RetryableError
 from tasks.metrics import REGISTRY
 from tests.conftest import TEST_TOKEN

@@ -28,10 +28,10 @@ from sqlalchemy import delete
 
 from app.intake import Intake
 from app.publisher import PublishError
+from cli.backfill.run import Checkpoint, CheckpointStore, Limits, Pacer, ServiceUnavailable, run_backfill
 from kernel.routing import parse_routes
 from kernel.storage.db import session_scope, upgrade
 from kernel.storage.models import BackfillCheckpoint, Event, utcnow
-from tasks.backfill import Checkpoint, CheckpointStore, Limits, Pacer, ServiceUnavailable, run_backfill
 from tests.fake_auth0 import Call, FakeAuth0, make_logs, statuses
 from tests.helpers import ROOT, take_messages, task_kwargs, wait_for
 

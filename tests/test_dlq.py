@@ -1,4 +1,4 @@
-"""`auth0-events dlq` and tasks.dead_letters against the real RabbitMQ, with real workers dead-lettering."""
+"""`auth0-events dlq` and cli.dlq.dead_letters against the real RabbitMQ, with real workers dead-lettering."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import pytest
 from click.testing import CliRunner, Result
 from kombu import Producer
 
-from cli.dlq import dlq
+from cli.dlq import dead_letters
+from cli.dlq.command import dlq
+from cli.dlq.dead_letters import DeadLetter, Pacer, Selection
 from kernel.amqp_properties import Unreadable
 from kernel.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue
-from tasks import dead_letters
-from tasks.dead_letters import DeadLetter, Pacer, Selection
 from tests.conftest import MAX_RETRIES, TEST_TOKEN
 from tests.helpers import (
     WorkerProcess,

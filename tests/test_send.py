@@ -18,9 +18,16 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
+from cli.send.samples import INVALID_KINDS, SampleBatch, SampleGenerator, parse_types
+from cli.send.sender import (
+    SendOptions,
+    encode_body,
+    parse_rate,
+    payload_url,
+    retry_after_seconds,
+    send_batches,
+)
 from kernel.events import InvalidRecord, parse_event
-from tasks.samples import INVALID_KINDS, SampleBatch, SampleGenerator, parse_types
-from tasks.sender import SendOptions, encode_body, parse_rate, payload_url, retry_after_seconds, send_batches
 from tests.conftest import TEST_TOKEN
 from tests.helpers import ROOT, free_port, take_messages, task_kwargs
 

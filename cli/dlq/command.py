@@ -1,4 +1,4 @@
-"""``auth0-events dlq``: inspect, replay and purge the dead-letter queues (the logic: tasks.dead_letters)."""
+"""``auth0-events dlq``: inspect, replay and purge the dead-letter queues (the logic: dead_letters.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
 from cli.common import Unavailable, connect_broker, echo_json, interactive, safe_url
+from cli.dlq import dead_letters
+from cli.dlq.dead_letters import DeadLetter, LedgerEntry, Outcome, Selection, Tally
 from kernel.routing import RouteSpecError, parse_routes
 from kernel.settings import ConfigurationError, Settings, load_settings
-from tasks import dead_letters
-from tasks.dead_letters import DeadLetter, LedgerEntry, Outcome, Selection, Tally
 
 F = TypeVar("F", bound=Callable[..., Any])
 LIST_COLUMNS = ("died (UTC)", "type", "tries", "log_id", "reason")
@@ -314,7 +314,7 @@ def _broker(settings: Settings) -> Iterator[Connection]:
         raise click.ClickException(f"the broker refused: {exc}") from exc
     finally:
         try:
-            # Whatever was fetched and not acked returns to its DLQ, in place (tasks.dead_letters).
+            # Whatever was fetched and not acked returns to its DLQ, in place (cli.dlq.dead_letters).
             connection.release()
         except (*connection.connection_errors, *connection.channel_errors):
             connection.collect()

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tasks.samples import SampleBatch
+from cli.send.samples import SampleBatch
 
 BODY_FORMATS = ("jsonlines", "array", "object")
 RECEIVER_COUNTS = ("received", "accepted", "filtered", "quarantined", "duplicates")

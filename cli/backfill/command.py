@@ -11,11 +11,11 @@ from typing import Any
 import click
 import httpx
 
+from cli.backfill import run as bf
 from cli.common import Unavailable, echo_json, interactive, safe_url, settings_or_exit
 from kernel.routing import RouteSpecError, RouteTable, parse_routes
 from kernel.settings import Settings
 from kernel.storage.archive import InvalidQuery, parse_time
-from tasks import backfill as bf
 
 EXIT_INTERRUPTED = 130
 

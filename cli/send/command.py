@@ -7,8 +7,8 @@ import time
 import click
 
 from cli.common import Unavailable, echo_json, interactive
-from tasks.samples import SampleGenerator, parse_types
-from tasks.sender import (
+from cli.send.samples import SampleGenerator, parse_types
+from cli.send.sender import (
     BODY_FORMATS,
     SendAborted,
     SendOptions,
