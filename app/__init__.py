@@ -11,9 +11,9 @@ from app import events_api, health, metrics, webhooks
 from app.errors import register_error_handlers
 from app.publisher import EventPublisher
 from app.receiver import Receiver
+from kernel.celery_app import app as celery_app
 from kernel.routing import RouteSpecError, parse_routes
 from kernel.settings import ConfigurationError, Settings, get_settings
-from tasks.celery_app import app as celery_app
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

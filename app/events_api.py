@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from app.auth import is_authorized
 from app.errors import ApiError, Unauthorized
+from kernel.error_text import describe_error
 from kernel.settings import Settings
 from kernel.storage import archive
 from kernel.storage.db import session_scope
-from tasks.retry_policy import describe_error
 
 logger = logging.getLogger(__name__)
 

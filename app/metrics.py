@@ -34,10 +34,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from app.intake import Intake
 from kernel import amqp_properties
 from kernel.broker_status import queue_state
+from kernel.celery_app import app as celery_app
+from kernel.metrics import DIR_VARIABLE, event_type_label
 from kernel.topology import dead_letter_queue, quarantine_queue, work_queue
-from tasks.celery_app import app as celery_app
-from tasks.metrics import DIR_VARIABLE, event_type_label
-from tasks.refusal import REFUSED_AT_HEADER
+from kernel.wire import REFUSED_AT_HEADER
 
 logger = logging.getLogger(__name__)
 

@@ -58,9 +58,10 @@ from kombu.serialization import dumps
 
 from app.intake import AcceptedEvent, Intake, QuarantinedRecord
 from app.quarantine import QuarantineReport
+from kernel.celery_app import task_time_limits
 from kernel.routing import QUARANTINE_QUEUE
 from kernel.topology import EVENTS_EXCHANGE, declare_all
-from tasks.event_task import TASK_NAME
+from kernel.wire import TASK_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -462,8 +463,7 @@ class EventPublisher:
         self._serializer = conf.task_serializer
         self._kwargsrepr_maxsize = celery_app.amqp.kwargsrepr_maxsize
         # The task's own time limits, which send_task copies into the message headers too.
-        exec_options = celery_app.tasks[TASK_NAME]._get_exec_options()
-        self._time_limits = (exec_options.get("time_limit"), exec_options.get("soft_time_limit"))
+        self._time_limits = task_time_limits(celery_app)
 
     def publish(
         self, intake: Intake, request_id: str, report: QuarantineReport | None = None, last: bool = True

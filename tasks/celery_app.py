@@ -1,16 +1,14 @@
-"""The Celery application shared by the receiver, the workers, Flower and the command line."""
+"""The worker's Celery app: the shared app (kernel/celery_app.py) plus the worker's steps and signals."""
 
 from __future__ import annotations
 
-from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_shutdown
 
+from kernel.celery_app import app
 from kernel.logging_setup import celery_setup_logging
 from tasks import metrics
 from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology, ReportRoutingGaps
 
-app = Celery("auth0_events")
-app.config_from_object("celeryconfig")
 # Declare every DLQ before the worker takes its first message: a message rejected towards a DLX with no
 # bound queue is dropped on classic queues (shared/reference/celery-rabbitmq.md §1, §3).
 app.steps["consumer"].add(DeclareTopology)
@@ -23,3 +21,12 @@ celeryd_after_setup.connect(metrics.serve)
 worker_process_shutdown.connect(metrics.child_exited)
 # JSON lines with each event's log_id, type, queue and task id (kernel/logging_setup.py), not Celery's format.
 setup_logging.connect(celery_setup_logging)
+
+__all__ = ["app"]
+
+# The app's one task, registered with it: whatever imports the worker's app can run and send it.
+import tasks.event_task  # noqa: E402, F401 - after `app` is complete, since tasks.event_task imports it
+
+# Finalized now, as a worker finalizes it when it starts: send_task then finds the task in the registry
+# and copies its options (the time limits) into the message, in any process that imports the worker.
+app.finalize()

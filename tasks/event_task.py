@@ -14,6 +14,7 @@ from kernel.logging_setup import log_context
 from kernel.pii import current_personal_values, mask_text, personal_values
 from kernel.settings import get_settings
 from kernel.storage.models import utcnow
+from kernel.wire import TASK_NAME
 from tasks import metrics
 from tasks.celery_app import app
 from tasks.process import process_event, record_failure
@@ -21,7 +22,6 @@ from tasks.retry_policy import Decision, RetryPolicy, decide, decide_redelivery
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "auth0_events.handle_event"
 #: The record fields whose values AUTH0_EVENTS_LOG_MASK_PII masks wherever they appear while it is processed.
 PERSONAL_RECORD_FIELDS = ("user_id", "user_name", "ip")
 

@@ -26,14 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from kernel.catalogue import CATALOGUE
 from kernel.events import Auth0Event
+from kernel.metrics import DIR_VARIABLE, event_type_label
 from kernel.settings import get_settings
 
 if TYPE_CHECKING:
     from tasks.process import Outcome
-
-DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 logger = logging.getLogger(__name__)
 
@@ -78,17 +76,6 @@ EVENT_LAG = Histogram(
     buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
     registry=REGISTRY,
 )
-
-
-def event_type_label(code: object) -> str:
-    """The ``event_type`` label of ``code``: the code when the catalogue knows it, else ``other``.
-
-    Codes come from the request body, so unknown ones share one label (``none`` when there is no code):
-    a bad batch cannot create unbounded series.
-    """
-    if not isinstance(code, str) or not code:
-        return "none"
-    return code if code in CATALOGUE else "other"
 
 
 def count_task(event_type: str, outcome: TaskOutcome) -> None:

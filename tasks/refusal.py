@@ -23,17 +23,11 @@ from kernel.amqp_properties import MARKER_HEADER, flaw
 from kernel.record_limits import deepest
 from kernel.storage.models import utcnow
 from kernel.topology import DEAD_LETTER_EXCHANGE
+from kernel.wire import COMPRESSION_HEADER, REASON_HEADER, REFUSED_AT_HEADER, REFUSED_BY_HEADER, SOURCE_HEADER
 from tasks.task_message import MAX_HEADER_DEPTH
 
 logger = logging.getLogger(__name__)
 
-#: Headers the worker adds to the copy; the ``dlq`` command reads them (cli/dlq/dead_letters.py).
-HEADER_PREFIX = "x-auth0-events-"
-REASON_HEADER = HEADER_PREFIX + "refused"
-SOURCE_HEADER = HEADER_PREFIX + "source-queue"
-REFUSED_AT_HEADER = HEADER_PREFIX + "refused-at"
-REFUSED_BY_HEADER = HEADER_PREFIX + "refused-by"
-COMPRESSION_HEADER = HEADER_PREFIX + "compression"
 #: The properties a copy keeps; an ``expiration`` in particular would let the copy expire in the DLQ.
 KEPT_PROPERTIES = ("content_type", "content_encoding", "correlation_id", "reply_to", "message_id", "priority")
 PERSISTENT = 2

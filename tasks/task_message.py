@@ -21,7 +21,7 @@ from kernel.amqp_properties import flaw
 from kernel.events import InvalidRecord, normalize_record
 from kernel.record_limits import carry_problem, deepest
 from kernel.settings import MAX_SAFE_COUNTDOWN_SECONDS
-from tasks.event_task import TASK_NAME
+from kernel.wire import TASK_NAME
 
 #: The content type and encoding of every task message (task_serializer = "json").
 CONTENT_TYPE = "application/json"

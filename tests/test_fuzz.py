@@ -414,8 +414,8 @@ class Delivery:
 
 def valid_delivery(log_id: str) -> Delivery:
     """What the receiver publishes for one login, built with Celery's own message builder."""
+    from kernel.wire import TASK_NAME
     from tasks.celery_app import app
-    from tasks.event_task import TASK_NAME
 
     record = {"log_id": log_id, "data": {"type": "s", "date": "2026-11-29T00:00:00Z", "details": {}}}
     kwargs = {"event_type": "s", "log_id": log_id}
@@ -487,7 +487,7 @@ def test_worker_under_fuzzed_messages_dead_letters_them_and_goes_on(
     and the worker (one process, so nothing runs beside a wedged message) then handles a fresh event."""
     from kernel.storage.db import upgrade
     from kernel.topology import declare_all
-    from tasks.refusal import REASON_HEADER
+    from kernel.wire import REASON_HEADER
 
     directory = tmp_path_factory.mktemp("fuzz-messages")
     queue = f"fuzz-{uuid.uuid4().hex[:8]}.s"

@@ -321,7 +321,7 @@ def test_dlq_age_counts_a_worker_refusal_and_survives_undecodable_headers(make_a
     from kombu import Producer
 
     from kernel.storage.models import utcnow
-    from tasks.refusal import REFUSED_AT_HEADER
+    from kernel.wire import REFUSED_AT_HEADER
 
     queue = f"metrics-{uuid.uuid4().hex[:8]}.s"
     app = make_app(routes=f"s={queue}")

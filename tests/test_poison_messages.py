@@ -27,10 +27,10 @@ from kombu import Connection, Exchange, Producer
 from kombu.message import Message
 
 from kernel.topology import dead_letter_queue, work_queue
+from kernel.wire import REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER, TASK_NAME
 from tasks.celery_app import app
 from tasks.consumer import GuardedConsumer, SafeGossip
-from tasks.event_task import TASK_NAME
-from tasks.refusal import REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER, Refuser
+from tasks.refusal import Refuser
 from tests.helpers import WorkerProcess, count_lines, make_record, take_messages, wait_for
 
 pytestmark = pytest.mark.worker

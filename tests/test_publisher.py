@@ -18,8 +18,8 @@ from app.intake import AcceptedEvent, Intake, sort_records
 from app.publisher import EVENTS_PER_MESSAGE, EventPublisher, PropertiesEncoder, kwargs_repr
 from kernel.routing import QUARANTINE_QUEUE, parse_routes
 from kernel.topology import declare_all, work_queue
+from kernel.wire import TASK_NAME
 from tasks.celery_app import app as celery_app
-from tasks.event_task import TASK_NAME
 from tests.helpers import make_record, take_messages
 
 

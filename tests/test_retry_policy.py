@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DisconnectionError, InterfaceError, OperationalError, StatementError
 
+from kernel.error_text import describe_error
 from kernel.events import InvalidRecord
 from kernel.storage.db import transaction
 from tasks.handlers import PermanentError, RetryableError
@@ -21,7 +22,6 @@ from tasks.retry_policy import (
     classify,
     decide,
     decide_redelivery,
-    describe_error,
     http_status,
     retry_after,
 )

@@ -21,9 +21,9 @@ from kombu.message import Message
 from cli.dlq.dead_letters import replay_headers
 from kernel import amqp_properties
 from kernel.amqp_properties import MARKER_HEADER, Unreadable, flaw
+from kernel.wire import REASON_HEADER, SOURCE_HEADER, TASK_NAME
 from tasks.celery_app import app
-from tasks.event_task import TASK_NAME
-from tasks.refusal import REASON_HEADER, SOURCE_HEADER, copy_headers
+from tasks.refusal import copy_headers
 from tasks.task_message import body_problem, headers_problem, max_body_bytes, message_problem
 from tests.helpers import make_record
 

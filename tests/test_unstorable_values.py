@@ -18,8 +18,8 @@ from sqlalchemy import select
 from kernel.storage.db import session_scope
 from kernel.storage.models import Event
 from kernel.topology import work_queue
+from kernel.wire import TASK_NAME
 from tasks.celery_app import app as celery_app
-from tasks.event_task import TASK_NAME
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, count_lines, make_record, take_messages, task_kwargs, wait_for
 

@@ -152,7 +152,7 @@ def _failures_explained(progress: Progress) -> Iterator[None]:
 def _publisher(settings: Settings, routes: RouteTable) -> Iterator[bf.Publisher]:
     """The receiver's confirmed publisher, checked first so a dead broker costs no Auth0 requests."""
     from app.publisher import EventPublisher, PublishError
-    from tasks.celery_app import app as celery_app
+    from kernel.celery_app import app as celery_app
 
     publisher = EventPublisher(celery_app, settings.broker_url, routes.queues, settings.publish_timeout)
     try:

@@ -33,7 +33,7 @@ from kernel.routing import DLQ_SUFFIX
 from kernel.storage.db import session_scope
 from kernel.storage.models import Event, utcnow
 from kernel.topology import EVENTS_EXCHANGE
-from tasks.refusal import HEADER_PREFIX, REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER
+from kernel.wire import HEADER_PREFIX, REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER
 
 # RabbitMQ's records of earlier dead-letterings, and the worker's of a refusal (tasks/refusal.py); a
 # replayed message starts a new life without them.

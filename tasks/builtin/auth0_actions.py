@@ -17,6 +17,7 @@ from auth0.management import ManagementClient
 from auth0.management.core import ApiError, ParsingError, RequestOptions
 
 from kernel.events import Auth0Event
+from kernel.metrics import event_type_label
 from kernel.settings import Settings, get_settings
 from tasks import metrics
 from tasks.handlers import PermanentError, RetryableError, handles
@@ -79,7 +80,7 @@ def block_breached_user(event: Auth0Event) -> None:
     logged and counted, and the action is done.
     """
     user_ids = [event.user_id] if event.user_id.strip() else find_users_by_email(event)
-    label = metrics.event_type_label(event.type)
+    label = event_type_label(event.type)
     if not user_ids:
         where = f" on connection {event.connection}" if event.connection else ""
         logger.info(
