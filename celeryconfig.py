@@ -1,6 +1,6 @@
 """Celery settings for every process (receiver, workers, Flower, tools), built from the environment.
 
-Each setting that protects an event says why; shared/reference/celery-rabbitmq.md has the evidence.
+Each setting that protects an event says why in the comment above it.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 def token_from_header(header: str | None) -> str:
     """Return the token in an Authorization header, with or without a ``Bearer`` prefix.
 
-    Auth0 sends verbatim whatever the admin typed into the stream's Authorization field, so both
-    ``<token>`` and ``Bearer <token>`` reach us (shared/reference/auth0.md §1).
+    Auth0 sends verbatim whatever the admin typed into the stream's Authorization field and adds no
+    ``Bearer`` prefix of its own, so both ``<token>`` and ``Bearer <token>`` reach us.
     """
     value = (header or "").strip()
     parts = value.split(None, 1)

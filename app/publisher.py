@@ -130,7 +130,7 @@ class ConfirmTracker:
     """Counts publishes on one confirm-mode channel and collects the broker's acks, nacks and returns.
 
     Written by hand because py-amqp only offers a per-message confirm wait (one round trip each), and
-    kombu's Producer.batch() falls back to that on AMQP (shared/reference/celery-rabbitmq.md §4).
+    kombu's Producer.batch() falls back to that on AMQP (kombu 5.7 batches on its Redis transport only).
     """
 
     def __init__(self, channel: Any) -> None:

@@ -2,7 +2,7 @@
 
 Every declaration and every passive check runs on a channel of its own: RabbitMQ closes a channel on
 406 PRECONDITION_FAILED (a queue that exists with other arguments) and on 404 NOT_FOUND, and the other
-entities must still be declared or checked (shared/reference/celery-rabbitmq.md §1).
+entities must still be declared or checked.
 """
 
 from __future__ import annotations

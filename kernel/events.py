@@ -189,7 +189,7 @@ def _text(value: object) -> str:
 
 
 def _scopes(value: object) -> tuple[str, ...]:
-    # Auth0's schemas allow a space-separated string or an array of strings (shared/reference/auth0.md §1).
+    # Auth0's log schemas allow a space-separated string or an array of strings (anyOf in f.schema.json).
     if isinstance(value, str):
         return tuple(value.split())
     if isinstance(value, list):

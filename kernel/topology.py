@@ -10,7 +10,8 @@ from kombu.entity import Exchange, Queue
 from kernel.routing import DLQ_SUFFIX, QUARANTINE_QUEUE
 
 # Topic rather than direct: Celery publishes to a direct exchange through the default exchange, and
-# quorum queues' native delayed delivery needs a topic exchange (shared/reference/celery-rabbitmq.md §2, §8).
+# quorum queues' native delayed delivery refuses direct exchanges (Celery logs "Direct exchanges are not
+# supported with native delayed delivery" and ETA tasks then block the worker).
 EVENTS_EXCHANGE = Exchange("auth0.events", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("auth0.events.dlx", type="direct", durable=True)
 

@@ -10,7 +10,7 @@ from tasks import metrics
 from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology, ReportRoutingGaps
 
 # Declare every DLQ before the worker takes its first message: a message rejected towards a DLX with no
-# bound queue is dropped on classic queues (shared/reference/celery-rabbitmq.md §1, §3).
+# bound queue is dropped on classic queues (and stays stuck in a quorum queue until one is bound).
 app.steps["consumer"].add(DeclareTopology)
 # A worker whose database is not at the migrations' head exits before it consumes (tasks/bootsteps.py).
 app.steps["worker"].add(CheckDatabaseSchema)

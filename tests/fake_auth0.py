@@ -6,8 +6,8 @@ trust through SSL_CERT_FILE (httpx), so the code under test runs its production 
 
 ``GET /api/v2/logs`` serves ``logs`` by checkpoint (``from``/``take``, ordered by log_id, with a
 ``Link: <…>; rel="next"`` header; an empty page links to its own URL) and by a date search
-(``q=date:[X TO *]``, ``sort``, ``page``, ``per_page``, at most 1,000 results), as
-shared/reference/auth0.md §3 describes.
+(``q=date:[X TO *]``, ``sort``, ``page``, ``per_page``, at most 1,000 results), as Auth0's
+"Retrieve Log Events Using the Management API" page describes them.
 
 ``GET /api/v2/users-by-email`` answers as Auth0 documents it: scope read:users, an exact and
 case-sensitive match on the stored address, a JSON array of user objects (empty when no one matches), 400

@@ -2,8 +2,8 @@
 
 The shared broker on 127.0.0.1:5672 serves every test run and CI at once and must never be restarted; a
 test about broker restarts or node loss starts one of these instead. Debian's rabbitmq-server runs extra
-nodes from environment variables alone (shared/reference/celery-rabbitmq.md §0). Nodes that share
-``home`` share an Erlang cookie, so they can be clustered (``ctl("join_cluster", …)``).
+nodes from environment variables alone (RABBITMQ_NODENAME, RABBITMQ_NODE_PORT, RABBITMQ_MNESIA_BASE, …).
+Nodes that share ``home`` share an Erlang cookie, so they can be clustered (``ctl("join_cluster", …)``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """Backfill missed events from the Auth0 Management API: checkpoint paging, rate limits, resumable runs.
 
 Pages come from ``GET /api/v2/logs?from=<log_id>&take=<n>``, each next one from the ``Link: <…>;
-rel="next"`` URL, until an empty page (shared/reference/auth0.md §3). Each page goes through the
-receiver's filter, routing and confirmed publishing; only then is its last log_id saved as the tenant's
-checkpoint, so a run stopped at any point resumes with the first page that was not confirmed.
+rel="next"`` URL, until an empty page (Auth0 orders checkpoint reads by log_id). Each page goes through
+the receiver's filter, routing and confirmed publishing; only then is its last log_id saved as the
+tenant's checkpoint, so a run stopped at any point resumes with the first page that was not confirmed.
 
 The token (client-credentials grant) and the pages both come through one httpx client (trusts
-``SSL_CERT_FILE``): the SDK's ``logs.list`` cannot read checkpoint responses (§4), and its ``GetToken``
-posts through ``requests`` with redirects always followed, which would re-send the client secret to
-wherever a 307/308 points. No redirect is followed: an answer 3xx stops the run with the reason.
+``SSL_CERT_FILE``): the SDK's ``logs.list`` cannot read checkpoint responses (auth0-python 6.8 raises
+ParsingError on the bare JSON array a checkpoint page is), and its ``GetToken`` posts through
+``requests`` with redirects always followed, which would re-send the client secret to wherever a 307/308
+points. No redirect is followed: an answer 3xx stops the run with the reason.
 """
 
 from __future__ import annotations

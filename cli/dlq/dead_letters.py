@@ -244,8 +244,9 @@ def read_dead_letter(message: Any, dlq: str) -> DeadLetter:
 
 
 def _rejection(x_death: Any) -> Mapping[str, Any]:
-    # x-death lists the most recent death first; delays through TTL queues add "expired" entries, so the
-    # work queue is the one the consumer rejected the message from (shared/reference §3).
+    # x-death lists the most recent death first; delays through TTL queues add "expired" entries (a retry
+    # through native delayed delivery: ('rejected', <work queue>), ('expired', 'celery_delayed_2')), so the
+    # work queue is the one the consumer rejected the message from.
     entries = [entry for entry in x_death if isinstance(entry, Mapping)] if isinstance(x_death, list) else []
     rejected = [entry for entry in entries if entry.get("reason") == "rejected"]
     return (rejected or entries or [{}])[0]

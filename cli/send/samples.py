@@ -2,9 +2,10 @@
 
 Pure and seedable: ``SampleGenerator(seed=7, clock=fixed)`` returns the same records every time. Each
 record is a log stream envelope ``{"log_id", "data": {...}}`` carrying the fields a record of its type
-has (shared/reference/auth0.md §1). The default mix is mostly successful logins, with token exchanges,
-logouts and signups, bursts of failed logins from a few IP addresses (sometimes ending in a blocked
-account), password changes, Management API operations and the occasional breached password.
+has in Auth0's log schemas and captured stream samples. The default mix is mostly successful logins,
+with token exchanges, logouts and signups, bursts of failed logins from a few IP addresses (sometimes
+ending in a blocked account), password changes, Management API operations and the occasional breached
+password.
 """
 
 from __future__ import annotations
