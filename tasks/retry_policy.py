@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
 from kernel.error_text import describe_error
 from kernel.events import InvalidRecord
+from kernel.retry_after import requested_wait
 from tasks.handlers import PermanentError, RetryableError
 
 Kind = Literal["transient", "permanent"]
@@ -94,21 +95,12 @@ def classify(exc: BaseException) -> Kind:
 
 
 def retry_after(exc: BaseException, now: Callable[[], float] = time.time) -> float | None:
-    """Return how long the remote side asked us to wait (RetryableError, Retry-After, x-ratelimit-reset)."""
+    """Return how long the remote side asked us to wait: RetryableError's retry_after, else the headers of
+    the exception (or of its response) as kernel.retry_after reads them (Retry-After, x-ratelimit-reset)."""
     if isinstance(exc, RetryableError) and exc.retry_after is not None:
         return max(0.0, exc.retry_after)
     headers = getattr(exc, "headers", None) or getattr(getattr(exc, "response", None), "headers", None)
-    if not isinstance(headers, Mapping):
-        return None
-    lowered = {str(key).lower(): value for key, value in headers.items()}
-    try:
-        if "retry-after" in lowered:
-            return max(0.0, float(lowered["retry-after"]))
-        if "x-ratelimit-reset" in lowered:
-            return max(0.0, float(lowered["x-ratelimit-reset"]) - now())
-    except (TypeError, ValueError):
-        return None
-    return None
+    return requested_wait(headers, now())
 
 
 def decide(policy: RetryPolicy, exc: BaseException, retries: int) -> Decision:

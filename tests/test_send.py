@@ -24,10 +24,10 @@ from cli.send.sender import (
     encode_body,
     parse_rate,
     payload_url,
-    retry_after_seconds,
     send_batches,
 )
 from kernel.events import InvalidRecord, parse_event
+from kernel.retry_after import retry_after_seconds
 from tests.conftest import TEST_TOKEN
 from tests.helpers import ROOT, free_port, take_messages, task_kwargs
 
@@ -174,7 +174,9 @@ def test_options_are_parsed_strictly() -> None:
     with pytest.raises(ValueError, match="not an http"):
         payload_url("ftp://h.example/")
     assert retry_after_seconds("7") == 7
-    assert retry_after_seconds("Thu, 26 Nov 2026 08:25:24 GMT", now=FIXED_NOW) == pytest.approx(9.534)
+    assert retry_after_seconds("Thu, 26 Nov 2026 08:25:24 GMT", now=FIXED_NOW.timestamp()) == pytest.approx(
+        9.534
+    )
     assert retry_after_seconds("soon") is None
     records = [{"log_id": "1", "data": {"type": "s"}}, {"log_id": "2", "data": {"type": "s"}}]
     assert encode_body(records, "jsonlines").count(b"\n") == 1

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from app.intake import Intake, sort_records
 from app.publisher import PublishError
+from kernel.retry_after import requested_wait, reset_in_seconds
 from kernel.routing import RouteTable
 from kernel.storage.db import session_scope
 from kernel.storage.models import BackfillCheckpoint, Event, utcnow
@@ -80,11 +81,11 @@ class _Transient(Exception):
 
 
 class _RateLimited(Exception):
-    """Auth0 answered 429; ``reset`` is its x-ratelimit-reset (UNIX time) when it sent one."""
+    """Auth0 answered 429; ``wait`` is the seconds its headers asked for (kernel.retry_after), if any."""
 
-    def __init__(self, message: str, reset: float | None) -> None:
+    def __init__(self, message: str, wait: float | None) -> None:
         super().__init__(message)
-        self.reset = reset
+        self.wait = wait
 
 
 # -- configuration -------------------------------------------------------------------------------------
@@ -177,10 +178,10 @@ class Pacer:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Read x-ratelimit-remaining/reset: with none remaining, hold the next request until the reset."""
-        reset = reset_time(headers)
-        if headers.get("x-ratelimit-remaining", "").strip() != "0" or reset is None:
+        until_reset = reset_in_seconds(headers.get("x-ratelimit-reset"), self._clock())
+        if headers.get("x-ratelimit-remaining", "").strip() != "0" or until_reset is None:
             return
-        wait = min(reset - self._clock(), self._max_wait)
+        wait = min(until_reset, self._max_wait)
         if wait > 0:
             self._notify(f"Auth0 says no requests remain (x-ratelimit-remaining: 0): pausing {wait:.1f} s")
             self._held_until = self._clock() + wait
@@ -188,14 +189,6 @@ class Pacer:
     def hold(self, seconds: float) -> None:
         """Hold the next request ``seconds`` from now (after a 429)."""
         self._held_until = max(self._held_until, self._clock() + seconds)
-
-
-def reset_time(headers: Mapping[str, str]) -> float | None:
-    """x-ratelimit-reset as a UNIX time, or None when absent or not a number."""
-    try:
-        return float(headers.get("x-ratelimit-reset", ""))
-    except ValueError:
-        return None
 
 
 # -- the token -----------------------------------------------------------------------------------------
@@ -254,7 +247,8 @@ class TokenSource:
             raise _Transient(f"token endpoint {url}: {_describe(exc)}") from exc
         refuse_redirect(response, f"the token endpoint {url}")
         if response.status_code == 429:
-            raise _RateLimited(f"token endpoint: {_auth0_message(response)}", reset_time(response.headers))
+            said = f"token endpoint: {_auth0_message(response)}"
+            raise _RateLimited(said, requested_wait(response.headers, self._clock()))
         if response.status_code >= 400:
             raise _token_failure(url, response)
         return _access_token(url, response)
@@ -387,7 +381,7 @@ class LogsClient:
             return
         said = f"HTTP {status}: {_auth0_message(response)}"
         if status == 429:
-            raise _RateLimited(said, reset_time(response.headers))
+            raise _RateLimited(said, requested_wait(response.headers, self._clock()))
         if status >= 500:
             raise _Transient(said)
         if status == 401 and self._tokens.renew_after_refusal():
@@ -419,7 +413,7 @@ class LogsClient:
                 "another client may be using the tenant's Management API quota: "
                 "try again later or lower --rate"
             )
-        wait = policy.delay(limited) if exc.reset is None else exc.reset - self._clock()
+        wait = policy.delay(limited) if exc.wait is None else exc.wait
         wait = min(max(wait, MIN_RATE_LIMIT_WAIT), policy.max_rate_limit_wait)
         self.stats.rate_limit_waits += 1
         self._notify(f"{what}: rate limited by Auth0 ({exc}); waiting {wait:.1f} s for x-ratelimit-reset")

@@ -6,19 +6,18 @@ requests paced to a rate, 503 retried after its Retry-After, and a summary of wh
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from cli.send.samples import SampleBatch
+from kernel.retry_after import retry_after_seconds
 
 BODY_FORMATS = ("jsonlines", "array", "object")
 RECEIVER_COUNTS = ("received", "accepted", "filtered", "quarantined", "duplicates")
@@ -120,22 +119,6 @@ def encode_body(records: list[Any], body_format: str) -> bytes:
             raise ValueError("the object format carries exactly one record per request")
         return json.dumps(records[0]).encode()
     raise ValueError(f"unknown body format {body_format!r}; use one of {', '.join(BODY_FORMATS)}")
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Read a Retry-After header: delay seconds or an HTTP date; None when absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
 @dataclass(frozen=True)

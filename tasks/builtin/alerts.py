@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from kernel.events import Auth0Event
+from kernel.retry_after import retry_after_seconds
 from kernel.settings import Settings, get_settings
 from kernel.storage.db import session_scope
 from kernel.storage.models import AlertHit, AlertIncident, Event, utcnow
@@ -537,15 +538,8 @@ def send_alert(url: str, message: Mapping[str, Any], timeout: float) -> None:
     excerpt = " ".join(response.text.split())[:200]
     answer = f"alert webhook answered {status}: {excerpt}" if excerpt else f"alert webhook answered {status}"
     if status >= 500 or status in TRANSIENT_STATUSES:
-        raise RetryableError(answer, retry_after=_retry_after(response))
+        raise RetryableError(answer, retry_after=retry_after_seconds(response.headers.get("Retry-After")))
     raise PermanentError(answer)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None  # absent, or an HTTP date: the retry policy's backoff applies
 
 
 # --- the handler -------------------------------------------------------------------------------------------
