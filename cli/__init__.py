@@ -83,7 +83,8 @@ def db() -> None:
 def upgrade(revision: str) -> None:
     """Apply the database migrations; safe to run at every start (the Procfile's release process)."""
     from kernel.settings import ConfigurationError, get_settings
-    from kernel.storage.db import migrate, safe_url
+    from kernel.storage.db import migrate
+    from kernel.storage.explain import safe_url
 
     try:
         url = get_settings().database_url

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from kernel.settings import Settings
 from kernel.storage import archive
 from kernel.storage.db import session_scope
+from kernel.storage.explain import error_reason, missing_sqlite_file, safe_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 TABLE_COLUMNS = ("date", "type", "log_id", "user", "ip", "state", "attempts")
@@ -147,15 +146,14 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 @contextmanager
 def _archive_session(url: str) -> Iterator[Session]:
     """A session on the archive; raises ClickException, without a traceback, when it cannot be read."""
-    shown = _safe_url(url)
+    shown = safe_url(url)
     _require_sqlite_file(url, shown)
     try:
         with session_scope(url, read_only=True) as session:
             yield session
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise click.ClickException(
-            f"cannot read the event archive at {shown}: {reason} "
+            f"cannot read the event archive at {shown}: {error_reason(exc)} "
             "(is the database up, and migrated with `auth0-events db upgrade`?)"
         ) from exc
 
@@ -163,19 +161,11 @@ def _archive_session(url: str) -> Iterator[Session]:
 def _require_sqlite_file(url: str, shown: str) -> None:
     # SQLite would create a missing file and then report a missing table: name the real problem instead.
     try:
-        parsed = make_url(url)
+        missing = missing_sqlite_file(url)
     except ArgumentError as exc:
         raise click.ClickException(
             "--database-url (or DATABASE_URL) is not a database URL such as sqlite:///auth0-events.sqlite3 "
             "or postgresql://user@host/db"
         ) from exc
-    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if path and path != ":memory:" and not Path(path).is_file():
-        raise click.ClickException(f"no event archive at {shown}: the file {path} does not exist")
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "the given URL"  # unparsable, so its password could not be hidden
+    if missing:
+        raise click.ClickException(f"no event archive at {shown}: the file {missing} does not exist")

@@ -27,7 +27,7 @@ def _describe_statement_error(exc: StatementError) -> str:
         return name
     if type(orig).__name__ != name:
         name = f"{name} ({type(orig).__name__})"
-    message = next(iter(_message(orig).splitlines()), "")
+    message = first_line(orig)
     if isinstance(exc, DataError):
         message = _QUOTED.sub('"…"', message)
     return f"{name}: {message}" if message else name
@@ -35,6 +35,11 @@ def _describe_statement_error(exc: StatementError) -> str:
 
 # What PostgreSQL quotes in a data error's message is the offending value.
 _QUOTED = re.compile(r'"[^"]*"')
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of the exception's text, stripped; "" when it has none or cannot be printed."""
+    return next(iter(_message(exc).splitlines()), "")
 
 
 def _message(exc: BaseException) -> str:

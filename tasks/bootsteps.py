@@ -13,7 +13,8 @@ from celery.worker.state import maybe_shutdown
 
 from kernel.routing import parse_routes
 from kernel.settings import get_settings
-from kernel.storage.db import SchemaUnreadable, safe_url, wait_for_revisions
+from kernel.storage.db import SchemaUnreadable, wait_for_revisions
+from kernel.storage.explain import safe_url
 from kernel.topology import declare_all
 from tasks.handlers import ALL_EVENTS, registered, routing_gaps
 

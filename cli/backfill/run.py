@@ -23,7 +23,6 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -32,6 +31,7 @@ from app.publisher import PublishError
 from kernel.retry_after import requested_wait, reset_in_seconds
 from kernel.routing import RouteTable
 from kernel.storage.db import session_scope
+from kernel.storage.explain import error_reason, safe_url
 from kernel.storage.models import BackfillCheckpoint, Event, utcnow
 
 LOGS_PATH = "/api/v2/logs"
@@ -544,11 +544,9 @@ def _database_errors(doing: str, url: str) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
-        where = make_url(url).render_as_string(hide_password=True)
-        reason = str(exc).splitlines()[0]
         raise ServiceUnavailable(
-            f"{doing} in {where} failed: {reason} (is the database reachable and migrated? "
-            "`auth0-events db upgrade`)"
+            f"{doing} in {safe_url(url)} failed: {error_reason(exc)} (is the database reachable and "
+            "migrated? `auth0-events db upgrade`)"
         ) from exc
 
 

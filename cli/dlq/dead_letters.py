@@ -17,20 +17,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from amqp.exceptions import ChannelError, MessageNacked, NotFound
 from kombu.connection import Connection
 from kombu.messaging import Producer
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from kernel import amqp_properties
 from kernel.record_limits import MAX_RECORD_DEPTH, carry_problem
 from kernel.routing import DLQ_SUFFIX
 from kernel.storage.db import session_scope
+from kernel.storage.explain import error_reason, missing_sqlite_file
 from kernel.storage.models import Event, utcnow
 from kernel.topology import EVENTS_EXCHANGE
 from kernel.wire import HEADER_PREFIX, REASON_HEADER, REFUSED_AT_HEADER, SOURCE_HEADER
@@ -546,7 +545,7 @@ def ledger_entries(database_url: str, log_ids: Iterable[str]) -> dict[str, Ledge
     wanted = sorted({log_id for log_id in log_ids if _could_be_stored(log_id)})
     if not wanted:
         return {}
-    _require_sqlite_file(database_url)
+    _require_ledger_file(database_url)
     entries: dict[str, LedgerEntry] = {}
     columns = (Event.log_id, Event.state, Event.attempts, Event.last_error)
     try:
@@ -558,8 +557,7 @@ def ledger_entries(database_url: str, log_ids: Iterable[str]) -> dict[str, Ledge
                 ):
                     entries[log_id] = LedgerEntry(state, attempts, last_error)
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise LedgerUnavailable(f"cannot read the ledger: {reason}") from exc
+        raise LedgerUnavailable(f"cannot read the ledger: {error_reason(exc)}") from exc
     return entries
 
 
@@ -574,15 +572,13 @@ def _could_be_stored(log_id: str) -> bool:
     return True
 
 
-def _require_sqlite_file(database_url: str) -> None:
-    # SQLite would create a missing file just to find no table in it.
+def _require_ledger_file(database_url: str) -> None:
     try:
-        url = make_url(database_url)
+        missing = missing_sqlite_file(database_url)
     except ArgumentError as exc:
         raise LedgerUnavailable("DATABASE_URL is not a database URL") from exc
-    path = url.database if url.get_backend_name() == "sqlite" else None
-    if path and path != ":memory:" and not Path(path).is_file():
-        raise LedgerUnavailable(f"no ledger at {path}")
+    if missing:
+        raise LedgerUnavailable(f"no ledger at {missing}")
 
 
 def reason(letter: DeadLetter, ledger: Mapping[str, LedgerEntry]) -> str:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from kernel.settings import get_settings
+from kernel.storage.explain import error_reason, missing_sqlite_file, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -235,11 +236,6 @@ class SchemaRevisions:
         return f"{where} is at revision {', '.join(self.current)}; this release needs {needs}: {fix}"
 
 
-def safe_url(url: str) -> str:
-    """``url`` with its password hidden, for messages and logs."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def is_sqlite(url: str) -> bool:
     """Whether ``url`` names a SQLite database (a file the process opens, not a server it connects to)."""
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
@@ -253,16 +249,9 @@ def schema_revisions(url: str) -> SchemaRevisions:
     """
     script = ScriptDirectory.from_config(alembic_config(url))
     heads = tuple(script.get_heads())
-    current = () if _missing_sqlite_file(url) else _current_revisions(url)
+    current = () if missing_sqlite_file(url) else _current_revisions(url)
     known = {revision.revision for revision in script.walk_revisions()}
     return SchemaRevisions(current, heads, tuple(rev for rev in current if rev not in known))
-
-
-def _missing_sqlite_file(url: str) -> bool:
-    database = make_url(normalize_url(url)).database
-    if not is_sqlite(url) or not database or database == ":memory:":
-        return False
-    return not Path(database).exists()
 
 
 def _current_revisions(url: str) -> tuple[str, ...]:
@@ -298,23 +287,17 @@ def wait_for_revisions(
             return schema_revisions(url)
         except (OperationalError, InterfaceError) as exc:
             if time.monotonic() + delay > deadline:
-                raise SchemaUnreadable(f"cannot reach the database {safe_url(url)}: {_reason(exc)}") from exc
+                reason = error_reason(exc)
+                raise SchemaUnreadable(f"cannot reach the database {safe_url(url)}: {reason}") from exc
             logger.warning(
                 "cannot reach the database %s (%s); trying again in %.0f s",
                 safe_url(url),
-                _reason(exc),
+                error_reason(exc),
                 delay,
             )
         except SQLAlchemyError as exc:
             raise SchemaUnreadable(
-                f"cannot read the schema revision of the database {safe_url(url)}: {_reason(exc)}"
+                f"cannot read the schema revision of the database {safe_url(url)}: {error_reason(exc)}"
             ) from exc
         sleep(delay)
         delay = min(delay * 2, RETRY_DELAY_MAX_SECONDS)
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    # The driver's own first line: SQLAlchemy's text adds the statement and a link to its docs.
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
