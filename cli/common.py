@@ -30,8 +30,8 @@ def settings_or_exit() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-def safe_url(url: str) -> str:
-    """``url`` with its password hidden, for messages."""
+def safe_broker_url(url: str) -> str:
+    """A broker URL with its password hidden (kombu's way: ``amqp://guest:**@host//``), for messages."""
     from kombu.utils.url import maybe_sanitize_url
 
     return str(maybe_sanitize_url(url))
@@ -49,7 +49,9 @@ def connect_broker(settings: Settings, timeout: float = 10.0) -> Connection:
         connection.ensure_connection(max_retries=1, interval_start=0.5, interval_step=0, interval_max=0.5)
     except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean the same here
         connection.release()
-        raise Unavailable(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}") from exc
+        raise Unavailable(
+            f"cannot reach the broker at {safe_broker_url(settings.broker_url)}: {exc}"
+        ) from exc
     return connection
 
 

@@ -10,7 +10,7 @@ from amqp.exceptions import AMQPError
 from kombu.connection import Connection
 from kombu.exceptions import KombuError
 
-from cli.common import EXIT_FAILURE, Unavailable, connect_broker, echo_json, safe_url, settings_or_exit
+from cli.common import EXIT_FAILURE, Unavailable, connect_broker, echo_json, safe_broker_url, settings_or_exit
 from kernel.broker_status import DeclareReport, QueueState, TopologyStatus, declare_topology, topology_status
 from kernel.routing import RouteSpecError, parse_routes
 from kernel.settings import Settings
@@ -74,7 +74,7 @@ def _with_broker(action: Callable[[Connection, tuple[str, ...]], T]) -> T:
     try:
         return action(connection, names)
     except (OSError, AMQPError, KombuError) as exc:
-        raise Unavailable(f"lost the broker at {safe_url(settings.broker_url)}: {exc}") from exc
+        raise Unavailable(f"lost the broker at {safe_broker_url(settings.broker_url)}: {exc}") from exc
     finally:
         connection.release()
 

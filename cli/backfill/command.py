@@ -12,7 +12,7 @@ import click
 import httpx
 
 from cli.backfill import run as bf
-from cli.common import Unavailable, echo_json, interactive, safe_url, settings_or_exit
+from cli.common import Unavailable, echo_json, interactive, safe_broker_url, settings_or_exit
 from kernel.routing import RouteSpecError, RouteTable, parse_routes
 from kernel.settings import Settings
 from kernel.storage.archive import InvalidQuery, parse_time
@@ -159,7 +159,9 @@ def _publisher(settings: Settings, routes: RouteTable) -> Iterator[bf.Publisher]
         try:
             publisher.check()
         except PublishError as exc:
-            raise Unavailable(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}") from exc
+            raise Unavailable(
+                f"cannot reach the broker at {safe_broker_url(settings.broker_url)}: {exc}"
+            ) from exc
         yield publisher
     finally:
         publisher.close()

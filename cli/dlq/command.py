@@ -13,7 +13,7 @@ import click
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
-from cli.common import Unavailable, connect_broker, echo_json, interactive, safe_url
+from cli.common import Unavailable, connect_broker, echo_json, interactive, safe_broker_url
 from cli.dlq import dead_letters
 from cli.dlq.dead_letters import DeadLetter, LedgerEntry, Outcome, Selection, Tally
 from kernel.routing import RouteSpecError, parse_routes
@@ -301,7 +301,7 @@ def _selection(
 def _broker(settings: Settings) -> Iterator[Connection]:
     """A broker connection; losing it is Unavailable (exit 3), a refusal a plain error (exit 1)."""
     connection = connect_broker(settings, timeout=settings.publish_timeout)
-    where = safe_url(settings.broker_url)
+    where = safe_broker_url(settings.broker_url)
     try:
         yield connection
     except TimeoutError as exc:
