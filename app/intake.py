@@ -10,7 +10,7 @@ from typing import Any
 
 from app.payload import UnreadValue
 from kernel.events import InvalidRecord, normalize_record
-from kernel.record_limits import carry_problem
+from kernel.record_limits import MAX_RECORD_DEPTH, carry_problem
 from kernel.routing import RouteTable
 
 #: Gives the text of the record at a (request-wide) index as it was received, where a caller has it.
@@ -29,6 +29,9 @@ class AcceptedEvent:
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()), compare=False)
     #: The record's position in its request, for the quarantine should its message prove unsendable.
     index: int = field(default=-1, compare=False)
+    #: The record's JSON text as received, when it is the envelope itself and was read strictly
+    #: (app.payload.strict_lines): the task message carries these bytes instead of encoding it again.
+    text: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -98,6 +101,7 @@ def sort_records(
     seen: set[str] | None = None,
     first_index: int = 0,
     source: Source | None = None,
+    texts: list[bytes] | None = None,
 ) -> Intake:
     """Validate, filter and route each record; never raises for bad records, it quarantines them.
 
@@ -106,6 +110,11 @@ def sort_records(
     A log_id in ``seen`` (the log_ids accepted earlier in the same request, updated here) counts as a
     duplicate and is published once. ``first_index`` is the position of ``records[0]`` in the request;
     ``source``, when given, returns a record's text by that position.
+
+    ``texts``, given only for records read by app.payload.strict_lines (whose values are known to be
+    carriable but for their depth), holds each record's JSON text: a record with no more opening brackets
+    than MAX_RECORD_DEPTH cannot nest deeper, so its walk by carry_problem is skipped (it was the largest
+    cost of sorting), and an accepted record that is its own envelope keeps its text for the task message.
     """
     intake = Intake(received=len(records), source=source)
     seen = set() if seen is None else seen
@@ -126,11 +135,14 @@ def sort_records(
         except InvalidRecord as exc:
             quarantine(QuarantinedRecord(record, str(exc), index))
             continue
-        problem = carry_problem(envelope)
-        if problem is not None:
-            quarantine(QuarantinedRecord(record, problem, index))
-            continue
-        log_id, event_type = envelope["log_id"], envelope["data"]["type"]
+        text = None if texts is None else texts[index - first_index]
+        if text is None or text.count(b"{") + text.count(b"[") > MAX_RECORD_DEPTH:
+            problem = carry_problem(envelope)
+            if problem is not None:
+                quarantine(QuarantinedRecord(record, problem, index))
+                continue
+        log_id, data = envelope["log_id"], envelope["data"]
+        event_type = data["type"]
         queue = routes.queue_for(event_type)
         if queue is None:
             intake.filtered[event_type] += 1
@@ -138,7 +150,9 @@ def sort_records(
             intake.duplicates[event_type] += 1
         else:
             seen.add(log_id)
-            intake.accepted.append(AcceptedEvent(log_id, event_type, queue, envelope, index=index))
+            if text is not None and (record.get("log_id") is not log_id or record.get("data") is not data):
+                text = None  # a bare entry, or a log_id only in data: the envelope is not the record's text
+            intake.accepted.append(AcceptedEvent(log_id, event_type, queue, envelope, index=index, text=text))
     return intake
 
 

@@ -10,6 +10,8 @@ from json.decoder import scanstring  # type: ignore[attr-defined]  # not in type
 from json.scanner import NUMBER_RE
 from typing import Any
 
+import msgspec
+
 from kernel.record_limits import TOO_DEEP, too_long_integer
 
 _DECODER = json.JSONDecoder()
@@ -24,6 +26,12 @@ _CLOSER = {"[": "]", "{": "}"}
 
 #: A record with its place in the decoded body: the value and the offsets of its text.
 Span = tuple[Any, int, int]
+
+# msgspec's decoder, for the JSON Lines fast path. Into plain Python values (no schema): the intake
+# validates them, and a record must be whole to be quarantined as received.
+_STRICT = msgspec.json.Decoder()
+_BOM = "\ufeff".encode()
+_LINE_BLANKS = b" \t\r"
 
 
 class PayloadError(ValueError):
@@ -55,6 +63,40 @@ def parse_body(body: bytes) -> list[Any]:
     Raises PayloadError for bytes that are not UTF-8, an empty body, or malformed JSON.
     """
     return list(iter_records(decode_body(body)))
+
+
+def strict_lines(body: bytes) -> tuple[list[dict[str, Any]], list[bytes]] | None:
+    """The records of a JSON Lines body of objects and the bytes of each, or None: read it with parse_body.
+
+    The fast path for what Auth0 sends (one object per line), through msgspec: about four times json's
+    speed, and stricter in exactly the ways that matter here. It refuses what json reads as something
+    no task message can carry (NaN and Infinity, numbers out of a double's range such as ``1e400``,
+    integers over Python's digit limit), lone surrogates (``"\\ud800"``), and nesting past its recursion
+    limit; for every record it accepts it builds the values json builds (duplicate keys: the last wins,
+    big integers stay int, ``-0.0`` stays negative). So a record read here is known to be carriable but
+    for its depth (which the intake bounds by counting brackets), and its text can travel as it came.
+
+    None, and the caller reads the whole body with parse_body, when any line is not one JSON object that
+    msgspec accepts: a pretty-printed record, an array, a value that is not an object, malformed JSON, a
+    record with any of the values above, bytes that are not UTF-8, or a body without records. Those go
+    the old way, with the same outcome as before, record for record.
+    """
+    records: list[dict[str, Any]] = []
+    texts: list[bytes] = []
+    decode = _STRICT.decode
+    for line in body.removeprefix(_BOM).split(b"\n"):
+        text = line.strip(_LINE_BLANKS)
+        if not text:
+            continue
+        try:
+            record = decode(text)
+        except (msgspec.DecodeError, RecursionError):  # a ValidationError is a DecodeError
+            return None
+        if type(record) is not dict:
+            return None
+        records.append(record)
+        texts.append(text)
+    return (records, texts) if records else None
 
 
 def decode_body(body: bytes) -> str:
