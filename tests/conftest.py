@@ -37,13 +37,20 @@ pytest_plugins = ("celery.contrib.pytest",)
 # test in no tier is `fast`: it needs neither RabbitMQ nor PostgreSQL nor a process of its own, which
 # _fast_tests_start_no_process enforces. The tiers are listed in pyproject.toml.
 TIER_OF_FIXTURE = {
+    # local: no shared service, but a file database, a server on loopback or a thread: tens of milliseconds
+    # to seconds each, where a fast test takes about one.
+    "migrated_sqlite_file": "local",
+    "fake": "local",  # the HTTPS stand-in of Auth0 (test_auth0_actions, test_backfill)
+    "webhook": "local",  # the alert webhook's stand-in (test_alerts)
+    "serve": "local",  # real receivers over HTTP (test_send)
     "broker_url": "broker",
     "new_vhost": "broker",
     "postgres_admin_url": "database",
     "session_worker": "worker",
     "start_worker": "worker",
 }
-SLOW_TIERS = frozenset({"broker", "database", "worker", "process", "bench"})
+SERVICE_TIERS = frozenset({"broker", "database", "worker", "process", "bench"})
+SLOW_TIERS = SERVICE_TIERS | {"local"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,6 +78,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         tiers = {tier for fixture, tier in TIER_OF_FIXTURE.items() if fixture in fixtures}
         tiers |= {mark.name for mark in item.iter_markers() if mark.name in SLOW_TIERS}
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            tiers.add("local")  # a property runs its body for many generated examples
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "sqlite":
+            tiers.add("local")
+        if tiers & SERVICE_TIERS:
+            tiers.discard("local")  # `-m local` runs with the services out of reach
         for tier in sorted(tiers):
             item.add_marker(tier)
         if not tiers:

@@ -442,6 +442,7 @@ def test_send_alert_other_4xx_is_permanent(webhook: FakeWebhook, status: int) ->
     assert webhook.url not in str(raised.value)
 
 
+@pytest.mark.local  # seconds, not milliseconds
 def test_send_alert_connection_refused_is_retryable() -> None:
     """A webhook that refuses the connection raises RetryableError."""
     with FakeWebhook() as closed:

@@ -158,6 +158,7 @@ def test_several_arrays_are_concatenated() -> None:
     assert parse_body(f"{json.dumps([A])}\n{json.dumps([B, C])}".encode()) == [A, B, C]
 
 
+@pytest.mark.local  # seconds, not milliseconds
 def test_a_value_nested_past_the_parsers_recursion_is_delimited_without_recursion() -> None:
     """A value nested deeper than Python's decoder can recurse is yielded as an UnreadValue with its span
     (the intake quarantines it with its text); the records around it are read as usual."""

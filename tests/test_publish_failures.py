@@ -19,6 +19,7 @@ def proxy() -> Iterator[TcpProxy]:
         yield proxy
 
 
+@pytest.mark.local  # seconds, not milliseconds
 def test_unreachable_broker_is_503_with_retry_after(make_app: Any) -> None:
     """Nothing listening on the broker port: connecting is tried again until AUTH0_EVENTS_PUBLISH_TIMEOUT
     (a broker restarting comes back in seconds), then 503, Retry-After, a JSON reason; /healthz stays 200

@@ -26,6 +26,7 @@ def test_a_record_at_the_depth_limit_is_carried() -> None:
     assert str(MAX_RECORD_DEPTH) in reason
 
 
+@pytest.mark.local  # seconds, not milliseconds
 def test_thousands_of_levels_do_not_recurse() -> None:
     """The walk is iterative: 100,000 levels give a reason, not a RecursionError."""
     assert carry_problem(nested(100_000)) is not None

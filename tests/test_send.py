@@ -62,6 +62,7 @@ def test_same_seed_gives_the_same_records() -> None:
     assert records(7) != records(8)
 
 
+@pytest.mark.local  # seconds, not milliseconds
 def test_every_generated_record_passes_validation() -> None:
     """Every record of the mix is a valid envelope with a 56-digit log_id and an Auth0-style date."""
     generator = SampleGenerator(seed=1)
