@@ -29,6 +29,8 @@ class AcceptedEvent:
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()), compare=False)
     #: The record's position in its request, for the quarantine should its message prove unsendable.
     index: int = field(default=-1, compare=False)
+    #: Where the event came from, kept in the archive: the stream, or a fill from the Management API.
+    source: str = field(default="stream", compare=False)
 
 
 @dataclass(slots=True)
