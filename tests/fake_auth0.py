@@ -29,6 +29,7 @@ trusts nothing and records whatever reaches it, so a test can show a secret or t
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import math
 import re
@@ -64,6 +65,8 @@ DATABASE_CONNECTION = "Username-Password-Authentication"
 # What this fake takes for an e-mail address (Auth0's own rule is unpublished): something@domain.tld.
 _EMAIL_FORMAT = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 RATE_LIMIT = 50
+#: Where the demo's `auth0-events send` posts records: they become the tenant's logs, and its streams'.
+TENANT_ACTIVITY_PATH = "/webhooks/auth0"
 
 Answer = tuple[int, dict[str, str], Any]
 
@@ -152,6 +155,7 @@ class FakeAuth0(_Serving):
         self._programmed: list[_Programmed] = []
         self._window = (-1, 0)  # (window number, requests counted in it) for logs_limit
         self._drop = 0  # deliveries still to drop
+        self._drop_after = 0  # deliveries to let through before dropping
         self._ca = trustme.CA()
         self.ca_file = self.directory / "ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_file))
@@ -242,10 +246,12 @@ class FakeAuth0(_Serving):
         with self._lock:
             self.streams[stream_id]["status"] = status
 
-    def drop_deliveries(self, count: int) -> None:
-        """Lose the next ``count`` log deliveries: logs the tenant has and the receiver never got."""
+    def drop_deliveries(self, count: int, after: int = 0) -> None:
+        """Lose ``count`` log deliveries, after letting ``after`` through: logs the tenant has and the
+        receiver never got (an outage Auth0 gave up retrying)."""
         with self._lock:
             self._drop += count
+            self._drop_after = after
 
     def emit(self, entries: Iterable[dict[str, Any]]) -> list[str]:
         """Store log entries and deliver each to every active http stream (one POST each, in order) unless
@@ -255,7 +261,11 @@ class FakeAuth0(_Serving):
         delivered = []
         for entry in entries:
             with self._lock:
-                drop, self._drop = self._drop > 0, max(0, self._drop - 1)
+                drop = self._drop > 0 and self._drop_after == 0
+                if drop:
+                    self._drop -= 1
+                elif self._drop_after > 0:
+                    self._drop_after -= 1
                 targets = [
                     dict(s) for s in self.streams.values() if s["type"] == "http" and s["status"] == "active"
                 ]
@@ -341,6 +351,8 @@ class FakeAuth0(_Serving):
 
     def answer(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> Answer:
         """Answer one request and record it."""
+        if (method, urlsplit(raw_path).path) == ("POST", TENANT_ACTIVITY_PATH):
+            return self._activity(raw_body)
         path = "/".join(unquote(segment) for segment in urlsplit(raw_path).path.split("/"))
         query = dict(parse_qsl(urlsplit(raw_path).query, keep_blank_values=True))
         body = _parse_body(raw_body, headers.get("content-type", ""))
@@ -471,6 +483,22 @@ class FakeAuth0(_Serving):
             return _invalid_body(f"One or more of the roles do not exist: {', '.join(unknown)}")
         self.user_roles.setdefault(user_id, set()).update(roles)
         return 204, _rate_headers(RATE_LIMIT - 1, math.ceil(time.time() + 1)), None
+
+    def _activity(self, raw_body: bytes) -> Answer:
+        """The demo's tenant at work: records `auth0-events send` posts become logs, streamed (or dropped)."""
+        text = raw_body.decode("utf-8", errors="replace").strip()
+        try:
+            parsed = json.loads(text)
+            records = parsed if isinstance(parsed, list) else [parsed]
+        except ValueError:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        entries = [
+            {**record["data"], "log_id": record["log_id"]}
+            for record in records
+            if isinstance(record, dict) and isinstance(record.get("data"), dict) and record.get("log_id")
+        ]
+        delivered = self.emit(entries)
+        return 200, {}, {"logged": len(entries), "delivered": len(delivered)}
 
     def _log_streams(self, method: str, scopes: frozenset[str], stream_id: str | None, body: Any) -> Answer:
         read = method == "GET"
@@ -889,3 +917,34 @@ _TYPE_FIELDS: dict[str, dict[str, Any]] = {
     "gd_send_sms": {"description": "Guardian - Second factor SMS sent", "details": {"to": "+1******1234"}},
     "sys_brand_new_code": {**_MACHINE, "description": "A code newer than the catalogue"},
 }
+
+
+def main() -> None:
+    """Run the stand-in alone (the README's demo): one http stream to the receiver, some deliveries dropped.
+
+    Prints the environment the service and `auth0-events send` need, then serves until Ctrl-C.
+    """
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_auth0", description=main.__doc__)
+    parser.add_argument("--stream-to", required=True, help="the receiver's payload URL")
+    parser.add_argument("--stream-token", default="", help="the stream's Authorization value")
+    parser.add_argument("--drop", type=int, default=0, help="deliveries to lose ...")
+    parser.add_argument("--drop-after", type=int, default=0, help="... after letting this many through")
+    parser.add_argument("--env-file", help="also write the environment to this file")
+    arguments = parser.parse_args()
+    with FakeAuth0(Path(tempfile.mkdtemp(prefix="fake-auth0-"))) as fake:
+        fake.add_stream(arguments.stream_to, arguments.stream_token)
+        fake.drop_deliveries(arguments.drop, after=arguments.drop_after)
+        lines = [f"{name}={value}" for name, value in fake.env().items()]
+        if arguments.env_file:
+            Path(arguments.env_file).write_text("\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
+        print(f"post activity with: auth0-events send https://{fake.domain} --token any", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -79,18 +79,11 @@ def watch(once: bool, since: str | None, as_json: bool) -> None:
     """
     settings = settings_or_exit()
     configure_logging(settings)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would drown the passes'
     start = _time(since)
-    routes = wiring.routes(settings)
-    options = WatchOptions(
-        settings.stream_id, settings.watch_grace, settings.watch_resume, settings.watch_readyz_url
-    )
-    lease = Lease(settings.database_url, settings.watch_lease)
     stop = _stop_on_sigterm()
-    with ExitStack() as stack:
-        streams, logs = stack.enter_context(_clients(settings, rate=settings.watch_rate))
-        publisher = stack.enter_context(_publisher(settings, routes))
-        store = CheckpointStore(settings.database_url, logs.credentials.domain, skip="received")
-        watcher = Watcher(options, streams, logs, publisher, store, lease, routes, start)
+    with watcher_for(settings, start) as watcher:
+        lease = watcher.lease
         if once:
             report = watcher.run_pass()
             _release(lease)
@@ -108,6 +101,21 @@ def watch(once: bool, since: str | None, as_json: bool) -> None:
             stop.wait(settings.watch_interval)
         _release(lease)
         logger.info("stream watch stopped")
+
+
+@contextmanager
+def watcher_for(settings: Settings, since: datetime | None = None) -> Iterator[Watcher]:
+    """A Watcher as `stream watch` runs it: the tenant's clients, the confirmed publisher, the lease."""
+    routes = wiring.routes(settings)
+    options = WatchOptions(
+        settings.stream_id, settings.watch_grace, settings.watch_resume, settings.watch_readyz_url
+    )
+    lease = Lease(settings.database_url, settings.watch_lease)
+    with ExitStack() as stack:
+        streams, logs = stack.enter_context(_clients(settings, rate=settings.watch_rate))
+        publisher = stack.enter_context(_publisher(settings, routes))
+        store = CheckpointStore(settings.database_url, logs.credentials.domain, skip="received")
+        yield Watcher(options, streams, logs, publisher, store, lease, routes, since)
 
 
 def _guarded_pass(watcher: Watcher) -> None:

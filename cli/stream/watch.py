@@ -20,7 +20,7 @@ import httpx
 
 from cli.management.api import AccessDenied, Auth0Unavailable, BackfillError, ServiceUnavailable
 from cli.management.fill import CheckpointStore, Limits, Publisher, Start, Summary, log_pages, run_backfill
-from cli.management.logs import MAX_TAKE, LogsClient, log_id_of
+from cli.management.logs import MAX_TAKE, Checkpoint, LogsClient, log_date, log_id_of
 from cli.stream import metrics
 from cli.stream.health import Health, last_delivered, oldest_log_id, our_streams
 from cli.stream.lease import Lease
@@ -185,9 +185,14 @@ class Watcher:
         oldest = oldest_log_id(self.store.database_url)
         if oldest is not None:
             return Start(after_log_id=oldest)
-        # Nothing received and nothing to start from: watch from Auth0's newest log on.
-        newest = log_id_of(self.logs.newest())
-        return Start(after_log_id=newest) if newest else Start(since=utcnow())
+        # Nothing received and nothing to start from: watch from Auth0's newest log on, saved at once so
+        # that the next pass goes on from there rather than from the newest log of its own time.
+        newest = self.logs.newest()
+        newest_id = log_id_of(newest)
+        if newest_id is None:
+            return Start(since=utcnow())
+        self.store.save(Checkpoint(newest_id, log_date(newest)))
+        return Start(after_log_id=newest_id)
 
     def _resume(self, report: PassReport, ours: list[Stream]) -> None:
         for stream in ours:
