@@ -83,10 +83,8 @@ def watch(once: bool, since: str | None, as_json: bool) -> None:
     start = _time(since)
     stop = _stop_on_sigterm()
     with watcher_for(settings, start) as watcher:
-        lease = watcher.lease
         if once:
             report = watcher.run_pass()
-            _release(lease)
             if as_json:
                 echo_json(report.as_dict())
             if report.outcome in ("auth0_unavailable", "unavailable"):
@@ -99,8 +97,7 @@ def watch(once: bool, since: str | None, as_json: bool) -> None:
         while not stop.is_set():
             _guarded_pass(watcher)
             stop.wait(settings.watch_interval)
-        _release(lease)
-        logger.info("stream watch stopped")
+    logger.info("stream watch stopped")
 
 
 @contextmanager
@@ -115,7 +112,10 @@ def watcher_for(settings: Settings, since: datetime | None = None) -> Iterator[W
         streams, logs = stack.enter_context(_clients(settings, rate=settings.watch_rate))
         publisher = stack.enter_context(_publisher(settings, routes))
         store = CheckpointStore(settings.database_url, logs.credentials.domain, skip="received")
-        yield Watcher(options, streams, logs, publisher, store, lease, routes, since)
+        try:
+            yield Watcher(options, streams, logs, publisher, store, lease, routes, since)
+        finally:
+            _release(lease)  # a clean stop: another watcher need not wait for the lease to expire
 
 
 def _guarded_pass(watcher: Watcher) -> None:
