@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import httpx
 
+from cli.pacing import Pacer
 from kernel.retry_after import requested_wait, reset_in_seconds
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a URL path, not a secret
@@ -124,7 +125,7 @@ class ClientStats:
 # -- pacing --------------------------------------------------------------------------------------------
 
 
-class QuotaPacer:
+class QuotaPacer(Pacer):
     """Spaces requests at most ``rate`` per second, and holds them while Auth0 says none remain.
 
     One per process, shared by every client of the tenant's Management API (logs and log streams), so
@@ -142,21 +143,9 @@ class QuotaPacer:
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
-        self._interval = 1.0 / rate
+        super().__init__(rate, clock, sleep)
         self._notify = notify
         self._max_wait = max_wait
-        self._clock = clock
-        self._sleep = sleep
-        self._next_at = 0.0
-        self._held_until = 0.0
-
-    def wait(self) -> None:
-        """Block until the next request may go."""
-        now = self._clock()
-        start = max(now, self._next_at, self._held_until)
-        if start > now:
-            self._sleep(start - now)
-        self._next_at = start + self._interval
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Read x-ratelimit-remaining/reset: with none remaining, hold the next request until the reset."""
@@ -166,11 +155,7 @@ class QuotaPacer:
         wait = min(until_reset, self._max_wait)
         if wait > 0:
             self._notify(f"Auth0 says no requests remain (x-ratelimit-remaining: 0): pausing {wait:.1f} s")
-            self._held_until = self._clock() + wait
-
-    def hold(self, seconds: float) -> None:
-        """Hold the next request ``seconds`` from now (after a 429)."""
-        self._held_until = max(self._held_until, self._clock() + seconds)
+            self.hold(wait)
 
 
 # -- the token -----------------------------------------------------------------------------------------

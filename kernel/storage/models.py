@@ -1,4 +1,4 @@
-"""Database tables: event archive, handler ledger, alert windows, backfill checkpoints, the watcher's lease."""
+"""Database tables: event archive, handler ledger, alert windows, backfill checkpoints, watcher lease."""
 
 from __future__ import annotations
 
