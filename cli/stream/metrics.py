@@ -39,11 +39,6 @@ GAP_LOGS = Gauge(
     "in that pass).",
     registry=REGISTRY,
 )
-GAP_OPEN = Gauge(
-    "auth0_events_stream_gap_open",
-    "1 when Auth0's newest log is older than the grace and was never received, after the last pass.",
-    registry=REGISTRY,
-)
 GAP_FILLED = Counter(
     "auth0_events_stream_gap_filled_total",
     "Logs the watcher published from the Management API because the stream never delivered them.",
@@ -93,7 +88,6 @@ def show_health(health: Health) -> None:
     last = health.last_received
     if last is not None and last.received_at is not None:
         LAST_RECEIVED_AGE.set(max(0.0, (health.checked_at - last.received_at).total_seconds()))
-    GAP_OPEN.set(1 if health.gap.open else 0)
 
 
 def count_pass(outcome: PassOutcome, at: float) -> None:
