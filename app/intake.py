@@ -12,6 +12,7 @@ from app.payload import UnreadValue
 from kernel.events import InvalidRecord, normalize_record
 from kernel.record_limits import carry_problem
 from kernel.routing import RouteTable
+from kernel.wire import STREAM
 
 #: Gives the text of the record at a (request-wide) index as it was received, where a caller has it.
 Source = Callable[[int], str]
@@ -30,7 +31,7 @@ class AcceptedEvent:
     #: The record's position in its request, for the quarantine should its message prove unsendable.
     index: int = field(default=-1, compare=False)
     #: Where the event came from, kept in the archive: the stream, or a fill from the Management API.
-    source: str = field(default="stream", compare=False)
+    source: str = field(default=STREAM, compare=False)
 
 
 @dataclass(slots=True)

@@ -15,10 +15,9 @@ from kernel.logging_setup import log_context
 from kernel.pii import current_personal_values, mask_text, personal_values
 from kernel.settings import get_settings
 from kernel.storage.models import utcnow
-from kernel.wire import TASK_NAME
+from kernel.wire import STREAM, TASK_NAME
 from tasks import metrics
 from tasks.celery_app import app
-from tasks.ledger import STREAM
 from tasks.process import process_event, record_failure
 from tasks.retry_policy import Decision, RetryPolicy, decide, decide_redelivery
 

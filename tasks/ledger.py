@@ -23,13 +23,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from kernel.events import Auth0Event
 from kernel.storage.models import Event, HandlerRun, fit
+from kernel.wire import STREAM
 
 EVENTS = cast(Table, Event.__table__)
 RUNS = cast(Table, HandlerRun.__table__)
 
 Claim = Literal["run", "done", "owned"]
-#: The archive's source of an event the log stream delivered (a fill's events say ``backfill``).
-STREAM = "stream"
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 from kernel.events import Auth0Event
 from kernel.storage.db import session_scope, transaction
 from kernel.storage.models import utcnow
+from kernel.wire import STREAM
 from tasks import metrics
 from tasks.handlers import Registration, handlers_for
 from tasks.ledger import (
-    STREAM,
     Claim,
     claim,
     lock_event,

@@ -625,3 +625,19 @@ def test_auth0_unreachable_the_watch_runs_on_and_says_so(
     assert "Auth0 unreachable" in text
     assert "ConnectError" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(("source", "problem"), [("backfill", None), ("stream", None), ("evil", "source")])
+def test_the_worker_accepts_only_known_sources_of_an_event(source: str, problem: str | None) -> None:
+    """A task message's optional source is stream or backfill; anything else is refused, named."""
+    from tasks.task_message import body_problem
+    from tests.helpers import make_record
+
+    record = make_record("s")
+    kwargs = {"event_type": "s", "log_id": record["log_id"], "received_at": None, "source": source}
+    found = body_problem(
+        [[record], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    )
+    assert (found if found is None else "source") == problem
+    if problem:
+        assert found == "its source is not one of stream, backfill"

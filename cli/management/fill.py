@@ -37,11 +37,11 @@ from kernel.routing import RouteTable
 from kernel.storage.db import session_scope
 from kernel.storage.explain import error_reason, safe_url
 from kernel.storage.models import BackfillCheckpoint, Event, utcnow
+from kernel.wire import BACKFILL
 
 StopReason = Literal["end of logs", "--max-pages", "--until", "no logs at or after --since"]
 #: Which events the ledger has that a fill skips: processed ones (backfill), or any it received (watcher).
 Skip = Literal["processed", "received"]
-BACKFILLED = "backfill"  # the archive's source of an event a fill published
 
 
 # -- checkpoints and the ledger ------------------------------------------------------------------------
@@ -302,7 +302,7 @@ class _Run:
         intake = sort_records(fresh, self.routes)
         done = self.store.known([event.log_id for event in intake.accepted])
         intake.accepted = [
-            replace(event, source=BACKFILLED) for event in intake.accepted if event.log_id not in done
+            replace(event, source=BACKFILL) for event in intake.accepted if event.log_id not in done
         ]
         if intake.accepted or intake.quarantined:
             try:

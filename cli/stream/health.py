@@ -14,8 +14,7 @@ from cli.stream.streams import Stream, StreamsClient, points_at_us, printable
 from kernel.routing import RouteTable
 from kernel.storage.db import session_scope
 from kernel.storage.models import Event, utcnow
-
-STREAM = "stream"  # the archive's source of what the log stream delivered
+from kernel.wire import STREAM
 
 
 @dataclass(frozen=True)
