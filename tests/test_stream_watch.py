@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 from sqlalchemy import delete, select
 
@@ -649,3 +651,50 @@ def test_the_worker_accepts_only_known_sources_of_an_event(source: str, problem:
     assert (found if found is None else "source") == problem
     if problem:
         assert found == "its source is not one of stream, backfill"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=300),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+STREAM_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": JSON_VALUES | st.text(min_size=1, max_size=80),
+        "name": JSON_VALUES,
+        "type": st.sampled_from(["http", "datadog", "eventbridge"]) | JSON_VALUES,
+        "status": st.sampled_from(["active", "paused", "suspended"]) | JSON_VALUES,
+        "sink": st.fixed_dictionaries({}, optional={"httpEndpoint": JSON_VALUES}) | JSON_VALUES,
+        "filters": JSON_VALUES,
+    },
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(fields=STREAM_FIELDS)
+def test_any_answer_for_a_stream_becomes_a_bounded_stream_or_a_clear_error(fields: dict[str, Any]) -> None:
+    """Whatever Auth0 answers for a stream, auth0-python's model of it becomes a Stream whose texts are
+    printable and bounded, or a BackfillError; deciding whether it points at us never raises."""
+    from auth0.management.core import ParsingError
+    from auth0.management.core.pydantic_utilities import parse_obj_as
+    from auth0.management.types import LogStreamResponseSchema
+    from pydantic import ValidationError
+
+    from cli.stream.streams import STATUSES, points_at_us, to_stream
+
+    try:
+        model: Any = parse_obj_as(type_=LogStreamResponseSchema, object_=fields)  # type: ignore[arg-type]
+    except (ValidationError, ParsingError):
+        return  # StreamsClient turns these into "not in Auth0's documented shape"
+    try:
+        stream = to_stream(model)
+    except BackfillError:
+        return
+    for text in (stream.id, stream.name, stream.type, *stream.filters):
+        assert len(text) <= 120
+        assert text.isprintable() or "…" in text or "\N{REPLACEMENT CHARACTER}" in text
+    assert stream.status in (*STATUSES, "unknown")
+    assert isinstance(points_at_us(stream, ""), bool)

@@ -35,10 +35,10 @@ UPDATE_LOG_STREAMS = Need("to update the log stream", scope_hint("update:log_str
 STATUSES = ("active", "paused", "suspended")  # Auth0's LogStreamStatusEnum
 WEBHOOK_PATH = "/webhooks/auth0"
 MAX_SHOWN = 120  # characters of a name or endpoint shown (a name can be as long as Auth0 lets it be)
-MAX_ID = 64
 
 T = TypeVar("T")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+# Auth0's stream ids are lst_ and letters or digits; anything else is refused rather than shown or labelled.
+_STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,11 @@ class Stream:
 
 
 def printable(value: object, limit: int = MAX_SHOWN) -> str:
-    """``value`` as one line of at most ``limit`` characters: controls and bidi marks replaced."""
-    text = _UNPRINTABLE.sub("\N{REPLACEMENT CHARACTER}", value if isinstance(value, str) else str(value))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``value`` as one line of at most ``limit`` characters: every character Python does not call printable
+    (controls, line breaks, bidi and other format marks, unassigned code points) replaced with U+FFFD."""
+    text = value if isinstance(value, str) else str(value)
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return "".join(char if char.isprintable() else "\N{REPLACEMENT CHARACTER}" for char in text)
 
 
 def to_stream(model: Any) -> Stream:
@@ -83,7 +85,7 @@ def to_stream(model: Any) -> Stream:
     stream_id = data.get("id")
     if not isinstance(stream_id, str) or not stream_id.strip():
         raise BackfillError("Auth0 answered a log stream without an id")
-    if len(stream_id) > MAX_ID or _UNPRINTABLE.search(stream_id):
+    if not _STREAM_ID.fullmatch(stream_id):
         raise BackfillError(f"Auth0 answered a log stream id that is not one: {printable(stream_id, 40)!r}")
     sink = data.get("sink")
     sink = sink if isinstance(sink, dict) else {}
