@@ -698,3 +698,47 @@ def test_any_answer_for_a_stream_becomes_a_bounded_stream_or_a_clear_error(field
         assert text.isprintable() or "…" in text or "\N{REPLACEMENT CHARACTER}" in text
     assert stream.status in (*STATUSES, "unknown")
     assert isinstance(points_at_us(stream, ""), bool)
+
+
+def test_a_watcher_that_lost_its_lease_mid_fill_stops_after_its_confirmed_page(
+    fake: FakeAuth0,
+    sqlite_url: str,
+    routes: str,
+    broker: Any,
+    queues: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another watcher takes the expired lease while this one fills: it stops after the page it confirmed
+    (standby), the checkpoint at that page's last log, nothing after it published."""
+    logs = fresh_logs(250)
+    fake.add_logs(logs)
+    monkeypatch.setenv("SSL_CERT_FILE", str(fake.ca_file))
+    settings = load_settings(
+        auth0_domain=fake.domain,
+        auth0_client_id=fake.client_id,
+        auth0_client_secret=fake.client_secret,
+        database_url=sqlite_url,
+        routes=routes,
+        watch_grace=0,
+        watch_rate=50,
+        watch_lease=30,
+    )
+    since = datetime.fromisoformat(logs[0]["date"].replace("Z", "+00:00"))
+    with watcher_for(settings, since) as watcher:
+        renew, renewals = watcher.lease.renew, []
+
+        def taken_over() -> None:  # after the 2nd page ([the first log found by --since], then 100 more)
+            renewals.append(1)
+            if len(renewals) == 2:
+                Lease(sqlite_url, 30, "the-other-watcher").acquire(now=utcnow() + timedelta(seconds=31))
+            renew()
+
+        monkeypatch.setattr(watcher.lease, "renew", taken_over)
+        report = watcher.run_pass()
+
+    assert report.outcome == "standby"
+    assert "another watcher took it" in report.problems[-1]
+    assert CheckpointStore(sqlite_url, fake.domain).load() == Checkpoint(
+        logs[100]["log_id"], datetime.fromisoformat(logs[100]["date"].replace("Z", "+00:00"))
+    )
+    assert sorted(queued(broker, queues)) == sorted(routed(logs[:101], routes))

@@ -23,7 +23,7 @@ from cli.management.fill import CheckpointStore, Limits, Publisher, Start, Summa
 from cli.management.logs import MAX_TAKE, Checkpoint, LogsClient, log_date, log_id_of
 from cli.stream import metrics
 from cli.stream.health import Health, last_delivered, oldest_log_id, our_streams
-from cli.stream.lease import Lease
+from cli.stream.lease import Lease, LeaseLost
 from cli.stream.streams import Stream, StreamsClient
 from kernel.routing import RouteTable
 from kernel.storage.models import utcnow
@@ -118,6 +118,10 @@ class Watcher:
             report.problems.append(f"Auth0 unreachable: {exc}")
         except ServiceUnavailable as exc:
             report.outcome = "unavailable"
+            report.problems.append(str(exc))
+        except LeaseLost as exc:  # another watcher acts now; the checkpoint is at the last confirmed page
+            metrics.LEADER.set(0)
+            report.outcome = "standby"
             report.problems.append(str(exc))
         except BackfillError as exc:
             report.outcome = "refused"
