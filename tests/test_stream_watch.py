@@ -187,6 +187,19 @@ def queued(broker: Any, queues: tuple[str, str]) -> list[str]:
     return found
 
 
+def watch_settings(fake: FakeAuth0, database_url: str, routes: str) -> dict[str, Any]:
+    """load_settings' overrides for an in-process watcher on ``fake``: grace 0, a fast rate."""
+    return {
+        "auth0_domain": fake.domain,
+        "auth0_client_id": fake.client_id,
+        "auth0_client_secret": fake.client_secret,
+        "database_url": database_url,
+        "routes": routes,
+        "watch_grace": 0,
+        "watch_rate": 50,
+    }
+
+
 def worker_env(database_url: str, routes: str) -> dict[str, str]:
     """A worker's environment on the test's ledger and routes."""
     return {"DATABASE_URL": database_url, "AUTH0_EVENTS_ROUTES": routes}
@@ -441,15 +454,7 @@ def test_a_suspended_stream_alerts_is_filled_by_polling_and_resumed_only_when_al
     logs = fresh_logs(30)
     assert fake.emit(logs) == []  # a suspended stream delivers nothing
     monkeypatch.setenv("SSL_CERT_FILE", str(fake.ca_file))
-    base = {
-        "auth0_domain": fake.domain,
-        "auth0_client_id": fake.client_id,
-        "auth0_client_secret": fake.client_secret,
-        "database_url": sqlite_url,
-        "routes": routes,
-        "watch_grace": 0,
-        "watch_rate": 50,
-    }
+    base = watch_settings(fake, sqlite_url, routes)
     filled = metrics.GAP_FILLED._value.get()  # noqa: SLF001 - prometheus-client's counter value
     since = datetime.fromisoformat(logs[0]["date"].replace("Z", "+00:00"))
 
@@ -713,16 +718,7 @@ def test_a_watcher_that_lost_its_lease_mid_fill_stops_after_its_confirmed_page(
     logs = fresh_logs(250)
     fake.add_logs(logs)
     monkeypatch.setenv("SSL_CERT_FILE", str(fake.ca_file))
-    settings = load_settings(
-        auth0_domain=fake.domain,
-        auth0_client_id=fake.client_id,
-        auth0_client_secret=fake.client_secret,
-        database_url=sqlite_url,
-        routes=routes,
-        watch_grace=0,
-        watch_rate=50,
-        watch_lease=30,
-    )
+    settings = load_settings(**watch_settings(fake, sqlite_url, routes), watch_lease=30)
     since = datetime.fromisoformat(logs[0]["date"].replace("Z", "+00:00"))
     with watcher_for(settings, since) as watcher:
         renew, renewals = watcher.lease.renew, []
