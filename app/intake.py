@@ -12,6 +12,7 @@ from app.payload import UnreadValue
 from kernel.events import InvalidRecord, normalize_record
 from kernel.record_limits import MAX_RECORD_DEPTH, carry_problem
 from kernel.routing import RouteTable
+from kernel.wire import STREAM
 
 #: Gives the text of the record at a (request-wide) index as it was received, where a caller has it.
 Source = Callable[[int], str]
@@ -32,6 +33,8 @@ class AcceptedEvent:
     #: The record's JSON text as received, when it is the envelope itself and was read strictly
     #: (app.payload.strict_lines): the task message carries these bytes instead of encoding it again.
     text: bytes | None = field(default=None, compare=False, repr=False)
+    #: Where the event came from, kept in the archive: the stream, or a fill from the Management API.
+    source: str = field(default=STREAM, compare=False)
 
 
 @dataclass(slots=True)

@@ -68,7 +68,7 @@ from app.quarantine import QuarantineReport
 from kernel.celery_app import task_time_limits
 from kernel.routing import QUARANTINE_QUEUE
 from kernel.topology import EVENTS_EXCHANGE, declare_all
-from kernel.wire import TASK_NAME
+from kernel.wire import STREAM, TASK_NAME
 
 __all__ = ["EventPublisher", "PublishError", "kwargs_repr"]
 
@@ -422,6 +422,8 @@ class EventPublisher:
         event_type, log_id = event.event_type, event.log_id
         task_id = event.task_id  # chosen by the intake, so the receiver's log line names it too
         kwargs = {"event_type": event_type, "log_id": log_id, "received_at": received_at}
+        if event.source != STREAM:  # the stream's messages stay as they were: the worker's default
+            kwargs["source"] = event.source
         headers, properties, body, sent_event = self._celery.amqp.as_task_v2(
             task_id,
             TASK_NAME,

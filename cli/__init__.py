@@ -1,4 +1,4 @@
-"""The ``auth0-events`` command line: routes, db, events, dlq, backfill, send and topology.
+"""The ``auth0-events`` command line: routes, db, events, dlq, backfill, send, stream and topology.
 
 Each command's module is imported only when that command runs or shows its own help, so a command loads
 the libraries it uses and no other's: ``auth0-events --help`` and ``auth0-events routes`` load neither
@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "send": (
         "cli.send.command:send",
         "Generate realistic Auth0 log records and POST them to URL, as an Auth0 log stream does.",
+    ),
+    "stream": (
+        "cli.stream.command:stream",
+        "Watch the Auth0 log stream that delivers to this service, and fill the gaps it leaves.",
     ),
     "topology": ("cli.topology:topology", "Declare and inspect exchanges, queues and DLQs."),
 }

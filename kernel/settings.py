@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     block_breached_users: bool = Field(False, validation_alias="AUTH0_EVENTS_BLOCK_BREACHED_USERS")
     signup_roles: CommaList = Field((), validation_alias="AUTH0_EVENTS_SIGNUP_ROLES")
 
+    # The stream watch (`auth0-events stream watch`, README: Stream health watch).
+    stream_id: str = Field("", validation_alias="AUTH0_EVENTS_STREAM_ID")
+    watch_interval: float = Field(60.0, gt=0, le=86400, validation_alias="AUTH0_EVENTS_WATCH_INTERVAL")
+    watch_grace: float = Field(300.0, ge=0, le=7 * 86400, validation_alias="AUTH0_EVENTS_WATCH_GRACE")
+    watch_resume: bool = Field(False, validation_alias="AUTH0_EVENTS_WATCH_RESUME")
+    watch_lease: float = Field(180.0, gt=0, le=86400, validation_alias="AUTH0_EVENTS_WATCH_LEASE")
+    watch_rate: float = Field(2.0, gt=0, le=100, validation_alias="AUTH0_EVENTS_WATCH_RATE")
+    watch_readyz_url: str = Field(
+        "http://127.0.0.1:8000/readyz", validation_alias="AUTH0_EVENTS_WATCH_READYZ_URL"
+    )
+
     # Set per worker node (each Procfile worker line sets its own); empty or unset: no metrics server.
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="AUTH0_EVENTS_METRICS_PORT")
 

@@ -8,6 +8,13 @@ as; a worker that refuses a message dead-letters a copy carrying the refusal hea
 #: The Celery task every event travels as (the receiver builds its messages; the worker runs them).
 TASK_NAME = "auth0_events.handle_event"
 
+#: Where an event came from, the task's optional ``source`` keyword argument and the archive's column:
+#: the log stream (the receiver, which leaves the argument out), or a fill from the Management API
+#: (`auth0-events backfill`, the stream watch).
+STREAM = "stream"
+BACKFILL = "backfill"
+SOURCES = (STREAM, BACKFILL)
+
 #: Headers the worker adds to the copy of a message it refuses (tasks/refusal.py).
 HEADER_PREFIX = "x-auth0-events-"
 REASON_HEADER = HEADER_PREFIX + "refused"

@@ -15,7 +15,7 @@ from kernel.logging_setup import log_context
 from kernel.pii import current_personal_values, mask_text, personal_values
 from kernel.settings import get_settings
 from kernel.storage.models import utcnow
-from kernel.wire import TASK_NAME
+from kernel.wire import STREAM, TASK_NAME
 from tasks import metrics
 from tasks.celery_app import app
 from tasks.process import process_event, record_failure
@@ -43,7 +43,12 @@ def retry_policy() -> RetryPolicy:
 
 @app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None)
 def handle_event(
-    self: Task, record: dict[str, Any], event_type: str, log_id: str, received_at: str | None = None
+    self: Task,
+    record: dict[str, Any],
+    event_type: str,
+    log_id: str,
+    received_at: str | None = None,
+    source: str | None = None,
 ) -> None:
     """Run the handlers subscribed to one Auth0 log event (type and log_id label it in Flower)."""
     queue = self.request.delivery_info.get("routing_key")
@@ -51,7 +56,7 @@ def handle_event(
         log_context(log_id=log_id, event_type=event_type, queue=queue, task_id=self.request.id),
         personal_values(*_personal_values(record)),
     ):
-        _handle(self, record, event_type, log_id, received_at)
+        _handle(self, record, event_type, log_id, received_at, source)
 
 
 def _personal_values(record: object) -> list[str]:
@@ -65,14 +70,25 @@ def _personal_values(record: object) -> list[str]:
 
 
 def _handle(
-    task: Task, record: dict[str, Any], event_type: str, log_id: str, received_at: str | None
+    task: Task,
+    record: dict[str, Any],
+    event_type: str,
+    log_id: str,
+    received_at: str | None,
+    source: str | None = None,
 ) -> None:
     policy = retry_policy()
     retries = task.request.retries
     if task.request.delivery_info.get("redelivered"):
         _apply(task, decide_redelivery(policy, retries), None, log_id, event_type)
     try:
-        process_event(parse_event(record), task.request.id, _received(received_at), _stale_claim_age())
+        process_event(
+            parse_event(record),
+            task.request.id,
+            _received(received_at),
+            _stale_claim_age(),
+            source=source if isinstance(source, str) and source else STREAM,
+        )
     except Exception as exc:  # noqa: BLE001 - the policy decides for every exception, unknown ones included
         _apply(task, decide(policy, exc, retries), exc, log_id, event_type)
     else:

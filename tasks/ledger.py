@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from kernel.events import Auth0Event
 from kernel.storage.models import Event, HandlerRun, fit
+from kernel.wire import STREAM
 
 EVENTS = cast(Table, Event.__table__)
 RUNS = cast(Table, HandlerRun.__table__)
@@ -105,8 +106,13 @@ def _sql(connection: Connection) -> _Statements:
     return _statements(connection.dialect.name)
 
 
-def record_attempt(connection: Connection, event: Auth0Event, received_at: datetime, now: datetime) -> None:
-    """Store the event on first sight (its fields and raw record) and count this processing attempt.
+def record_attempt(
+    connection: Connection, event: Auth0Event, received_at: datetime, now: datetime, source: str = STREAM
+) -> None:
+    """Store the event on first sight (its fields, raw record and source) and count this processing attempt.
+
+    The source stays the first delivery's: a fill that publishes an event the stream delivered meanwhile
+    does not make it a backfilled one.
 
     The searchable copies of type, user_id, user_name, client_id and ip are cut to their columns' length;
     raw keeps them whole. (The log_id is never cut: parse_event refuses one longer than its column.)
@@ -121,6 +127,7 @@ def record_attempt(connection: Connection, event: Auth0Event, received_at: datet
         "ip": fit(EVENTS.c.ip, event.ip),
         "raw": dict(event.raw),
         "received_at": received_at,
+        "source": fit(EVENTS.c.source, source),
         "state": "processing",
         "attempts": 1,
         "updated_at": now,

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from kernel.events import Auth0Event
 from kernel.storage.db import session_scope, transaction
 from kernel.storage.models import utcnow
+from kernel.wire import STREAM
 from tasks import metrics
 from tasks.handlers import Registration, handlers_for
 from tasks.ledger import (
@@ -40,6 +41,7 @@ def process_event(
     received_at: datetime,
     stale_after: timedelta,
     database_url: str | None = None,
+    source: str = STREAM,
 ) -> Outcome:
     """Record the event, run each handler whose effect is not yet done, then mark the event processed.
 
@@ -52,7 +54,7 @@ def process_event(
     # then the last done mark with the outcome (BENCHMARKS.md: each transaction was a measured share).
     with transaction(database_url) as connection:
         now = utcnow()
-        record_attempt(connection, event, received_at, now)
+        record_attempt(connection, event, received_at, now, source)
         claims: dict[str, Claim] = {
             registration.name: claim(connection, event.log_id, registration.name, task_id, now, stale_after)
             for registration in registrations

@@ -21,7 +21,7 @@ from kernel.amqp_properties import flaw
 from kernel.events import InvalidRecord, normalize_record
 from kernel.record_limits import carry_problem, deepest
 from kernel.settings import MAX_SAFE_COUNTDOWN_SECONDS
-from kernel.wire import TASK_NAME
+from kernel.wire import SOURCES, TASK_NAME
 
 #: The content type and encoding of every task message (task_serializer = "json").
 CONTENT_TYPE = "application/json"
@@ -29,9 +29,9 @@ CONTENT_ENCODING = "utf-8"
 #: Deepest nesting in the AMQP headers: x-death's entries hold a list (4 levels); Celery pickles the
 #: headers for the pool, which fails near 480 levels.
 MAX_HEADER_DEPTH = 16
-#: The keyword arguments of the task; received_at is optional.
+#: The keyword arguments of the task; received_at and source (kernel.wire.SOURCES) are optional.
 REQUIRED_KWARGS = frozenset({"event_type", "log_id"})
-KNOWN_KWARGS = REQUIRED_KWARGS | {"received_at"}
+KNOWN_KWARGS = REQUIRED_KWARGS | {"received_at", "source"}
 #: Celery's embedded canvas options: any other value makes the worker call further tasks.
 EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
 #: Longest text a header or keyword argument may hold; argsrepr and kwargsrepr are logged whole.
@@ -163,7 +163,9 @@ def body_problem(body: object) -> str | None:
 def _kwargs_problem(kwargs: Mapping[str, Any]) -> str | None:
     names = set(kwargs)
     if not REQUIRED_KWARGS <= names <= KNOWN_KWARGS:
-        return f"its keyword arguments are not {', '.join(sorted(REQUIRED_KWARGS))} (and received_at)"
+        return f"its keyword arguments are not {', '.join(sorted(REQUIRED_KWARGS))} (and received_at, source)"
+    if "source" in names and kwargs["source"] not in SOURCES:
+        return f"its source is not one of {', '.join(SOURCES)}"
     for name in sorted(names):
         value = kwargs[name]
         if not (value is None and name == "received_at") and not _text(value, MAX_TEXT, empty=False):

@@ -14,6 +14,14 @@ case-sensitive match on the stored address, a JSON array of user objects (empty 
 for a missing or malformed address. Like Auth0, ``add_user`` stores the address of a user whose identity
 Auth0 holds (provider ``auth0``: database connections) in lower case, and a social user's as given.
 
+``GET /api/v2/log-streams``, ``GET`` and ``PATCH /api/v2/log-streams/{id}`` answer with the shapes of
+auth0-python's LogStreamHttpResponseSchema (scopes read:log_streams, update:log_streams; 404
+``inexistent_log_stream``; 400 for a body that is not an object, an unknown status, or ``suspended``, which
+only Auth0 sets). ``emit()`` is the tenant at work: it stores logs and delivers them, as an active http
+stream does, by POSTing a JSON array of envelopes to each stream's httpEndpoint with its httpAuthorization
+verbatim; ``drop_deliveries()`` loses the next ones (a receiver outage Auth0 gave up on), and a paused or
+suspended stream delivers nothing. ``python -m tests.fake_auth0`` runs it alone for the README's demo.
+
 ``redirect()`` makes it answer 307/308 to ``OtherOrigin``, a second HTTPS server on another port that
 trusts nothing and records whatever reaches it, so a test can show a secret or token never does.
 """
@@ -21,6 +29,7 @@ trusts nothing and records whatever reaches it, so a test can show a secret or t
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import math
 import re
@@ -38,15 +47,26 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import httpx
 import trustme
 
 from tasks.testing import make_record, new_log_id
 
-ALL_SCOPES = ("read:users", "update:users", "create:role_members", "read:logs")
+ALL_SCOPES = (
+    "read:users",
+    "update:users",
+    "create:role_members",
+    "read:logs",
+    "read:log_streams",
+    "update:log_streams",
+)
+STREAM_STATUSES = ("active", "paused", "suspended")
 DATABASE_CONNECTION = "Username-Password-Authentication"
 # What this fake takes for an e-mail address (Auth0's own rule is unpublished): something@domain.tld.
 _EMAIL_FORMAT = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 RATE_LIMIT = 50
+#: Where the demo's `auth0-events send` posts records: they become the tenant's logs, and its streams'.
+TENANT_ACTIVITY_PATH = "/webhooks/auth0"
 
 Answer = tuple[int, dict[str, str], Any]
 
@@ -128,12 +148,17 @@ class FakeAuth0(_Serving):
     logs: list[dict[str, Any]] = field(default_factory=list)  # bare log entries, kept in log_id order
     #: (requests, seconds): a fixed-window limit on GET /api/v2/logs; None answers every request
     logs_limit: tuple[int, int] | None = None
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)  # log streams by id, as Auth0 has them
+    delivered: list[str] = field(default_factory=list)  # log_ids a stream delivered (answered 2xx)
+    dropped: list[str] = field(default_factory=list)  # log_ids whose delivery was dropped
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._tokens: dict[str, frozenset[str]] = {}
         self._programmed: list[_Programmed] = []
         self._window = (-1, 0)  # (window number, requests counted in it) for logs_limit
+        self._drop = 0  # deliveries still to drop
+        self._drop_after = 0  # deliveries to let through before dropping
         self._ca = trustme.CA()
         self.ca_file = self.directory / "ca.pem"
         self._ca.cert_pem.write_to_path(str(self.ca_file))
@@ -191,6 +216,71 @@ class FakeAuth0(_Serving):
         """Store log entries (bare, as the Management API returns them)."""
         with self._lock:
             self.logs = sorted([*self.logs, *entries], key=lambda entry: entry["log_id"])
+
+    def add_stream(
+        self,
+        endpoint: str,
+        authorization: str = "",
+        name: str = "auth0-events",
+        status: str = "active",
+        stream_type: str = "http",
+        **fields: Any,
+    ) -> str:
+        """Create a log stream as Auth0 stores one (an http stream unless ``stream_type`` says); its id."""
+        stream_id = f"lst_{len(self.streams) + 1:016d}"
+        sink: dict[str, Any] = (
+            {
+                "httpEndpoint": endpoint,
+                "httpContentType": "application/json",
+                "httpContentFormat": "JSONARRAY",
+                "httpAuthorization": authorization,
+            }
+            if stream_type == "http"
+            else {"datadogRegion": "eu", "datadogApiKey": "secret-api-key"}
+        )
+        stream = {"id": stream_id, "name": name, "type": stream_type, "status": status, "sink": sink}
+        stream.update(fields)
+        with self._lock:
+            self.streams[stream_id] = stream
+        return stream_id
+
+    def set_stream_status(self, stream_id: str, status: str) -> None:
+        """Change a stream's status as Auth0 does on its own (suspended after failures)."""
+        with self._lock:
+            self.streams[stream_id]["status"] = status
+
+    def drop_deliveries(self, count: int, after: int = 0) -> None:
+        """Lose ``count`` log deliveries, after letting ``after`` through: logs the tenant has and the
+        receiver never got (an outage Auth0 gave up retrying)."""
+        with self._lock:
+            self._drop += count
+            self._drop_after = after
+
+    def emit(self, entries: Iterable[dict[str, Any]]) -> list[str]:
+        """Store log entries, then deliver those not dropped to every active http stream in one POST (Auth0
+        batches); return the log_ids delivered (answered 2xx)."""
+        entries = list(entries)
+        self.add_logs(entries)
+        kept = []
+        with self._lock:
+            for entry in entries:
+                drop = self._drop > 0 and self._drop_after == 0
+                if drop:
+                    self._drop -= 1
+                    self.dropped.append(entry["log_id"])
+                else:
+                    self._drop_after = max(0, self._drop_after - 1)
+                    kept.append(entry)
+            targets = [
+                dict(s) for s in self.streams.values() if s["type"] == "http" and s["status"] == "active"
+            ]
+        delivered: list[str] = []
+        for stream in targets:
+            if kept and _deliver(stream["sink"], kept):
+                delivered.extend(entry["log_id"] for entry in kept)
+        with self._lock:
+            self.delivered.extend(delivered)
+        return delivered
 
     def rate_limit(
         self, times: int = 1, reset_in: float = 2.0, path: str = "/api/v2/", after: int = 0
@@ -252,10 +342,21 @@ class FakeAuth0(_Serving):
         """The recorded calls to GET /api/v2/logs (either mode), oldest first."""
         return self.calls_to("GET", "/api/v2/logs")
 
+    def stream_requests(self, method: str = "GET") -> list[Call]:
+        """The recorded ``method`` calls to /api/v2/log-streams and /api/v2/log-streams/{id}, oldest first."""
+        with self._lock:
+            return [
+                call
+                for call in self.calls
+                if call.method == method and call.path.startswith("/api/v2/log-streams")
+            ]
+
     # -- answering -------------------------------------------------------------------------------------
 
     def answer(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> Answer:
         """Answer one request and record it."""
+        if (method, urlsplit(raw_path).path) == ("POST", TENANT_ACTIVITY_PATH):
+            return self._activity(raw_body)
         path = "/".join(unquote(segment) for segment in urlsplit(raw_path).path.split("/"))
         query = dict(parse_qsl(urlsplit(raw_path).query, keep_blank_values=True))
         body = _parse_body(raw_body, headers.get("content-type", ""))
@@ -298,6 +399,8 @@ class FakeAuth0(_Serving):
         parts = path.removeprefix("/api/v2/").split("/")
         if (method, path) == ("GET", "/api/v2/logs"):
             return self._list_logs(scopes, query, target)
+        if parts[0] == "log-streams" and len(parts) <= 2:
+            return self._log_streams(method, scopes, parts[1] if len(parts) == 2 else None, body)
         if (method, path) == ("GET", "/api/v2/users-by-email"):
             return self._users_by_email(scopes, query)
         if method == "PATCH" and len(parts) == 2 and parts[0] == "users":
@@ -384,6 +487,56 @@ class FakeAuth0(_Serving):
             return _invalid_body(f"One or more of the roles do not exist: {', '.join(unknown)}")
         self.user_roles.setdefault(user_id, set()).update(roles)
         return 204, _rate_headers(RATE_LIMIT - 1, math.ceil(time.time() + 1)), None
+
+    def _activity(self, raw_body: bytes) -> Answer:
+        """The demo's tenant at work: records `auth0-events send` posts become logs, streamed (or dropped)."""
+        text = raw_body.decode("utf-8", errors="replace").strip()
+        try:
+            parsed = json.loads(text)
+            records = parsed if isinstance(parsed, list) else [parsed]
+        except ValueError:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        entries = [
+            {**record["data"], "log_id": record["log_id"]}
+            for record in records
+            if isinstance(record, dict) and isinstance(record.get("data"), dict) and record.get("log_id")
+        ]
+        self.emit(entries)
+        # In the counts `auth0-events send` reads: every record the tenant logged is "accepted".
+        return (
+            200,
+            {},
+            {
+                "received": len(records),
+                "accepted": len(entries),
+                "filtered": 0,
+                "quarantined": 0,
+                "duplicates": 0,
+            },
+        )
+
+    def _log_streams(self, method: str, scopes: frozenset[str], stream_id: str | None, body: Any) -> Answer:
+        read = method == "GET"
+        if method not in ("GET", "PATCH") or (method == "PATCH" and stream_id is None):
+            return _api_error(404, "Not Found", "Not Found")
+        needed = "read:log_streams" if read else "update:log_streams"
+        if needed not in scopes:
+            return _insufficient_scope(needed)
+        headers = _rate_headers(RATE_LIMIT - 1, math.ceil(time.time() + 1))
+        if stream_id is None:
+            return 200, headers, [_copy(stream) for stream in self.streams.values()]
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return _api_error(404, "Not Found", "The log stream does not exist.", "inexistent_log_stream")
+        if read:
+            return 200, headers, _copy(stream)
+        problem = _stream_patch_problem(body)
+        if problem:
+            return _invalid_body(problem)
+        # A suspended stream is made active by a status of active (Auth0's "Restart Stream"); whether the
+        # API itself does so is not documented (README: what the stand-in cannot tell).
+        stream.update(body)
+        return 200, headers, _copy(stream)
 
     def _list_logs(self, scopes: frozenset[str], query: dict[str, str], target: str) -> Answer:
         if "read:logs" not in scopes:
@@ -594,6 +747,38 @@ def _parse_date(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _copy(stream: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(stream))  # type: ignore[no-any-return]
+
+
+def _stream_patch_problem(body: Any) -> str | None:
+    """Why Auth0 refuses a PATCH of a log stream (400), or None; the wording follows its other 400s."""
+    if not isinstance(body, dict) or not body:
+        return "Payload validation error: 'Expected type object but found type null'."
+    unknown = sorted(set(body) - {"name", "status", "isPriority", "filters", "pii_config", "sink"})
+    if unknown:
+        return f"Payload validation error: 'Additional properties not allowed: {','.join(unknown)}'."
+    status = body.get("status", "active")
+    if status not in ("active", "paused"):
+        return f"Payload validation error: 'No enum match for: \"{status}\"' on property status."
+    if "name" in body and not isinstance(body["name"], str):
+        return "Payload validation error: 'Expected type string' on property name."
+    return None
+
+
+def _deliver(sink: dict[str, Any], entries: list[dict[str, Any]]) -> bool:
+    """POST logs as a JSONARRAY stream does: ``[{log_id, data}, …]``, the authorization verbatim."""
+    envelope = [{"log_id": entry["log_id"], "data": entry} for entry in entries]
+    headers = {"Content-Type": sink.get("httpContentType", "application/json")}
+    if sink.get("httpAuthorization"):
+        headers["Authorization"] = sink["httpAuthorization"]
+    try:
+        response = httpx.post(sink["httpEndpoint"], content=json.dumps(envelope), headers=headers, timeout=30)
+    except httpx.HTTPError:
+        return False
+    return response.is_success
+
+
 def _invalid_body(message: str) -> Answer:
     return _api_error(400, "Bad Request", message, "invalid_body")
 
@@ -747,3 +932,34 @@ _TYPE_FIELDS: dict[str, dict[str, Any]] = {
     "gd_send_sms": {"description": "Guardian - Second factor SMS sent", "details": {"to": "+1******1234"}},
     "sys_brand_new_code": {**_MACHINE, "description": "A code newer than the catalogue"},
 }
+
+
+def main() -> None:
+    """Run the stand-in alone (the README's demo): one http stream to the receiver, some deliveries dropped.
+
+    Prints the environment the service and `auth0-events send` need, then serves until Ctrl-C.
+    """
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_auth0", description=main.__doc__)
+    parser.add_argument("--stream-to", required=True, help="the receiver's payload URL")
+    parser.add_argument("--stream-token", default="", help="the stream's Authorization value")
+    parser.add_argument("--drop", type=int, default=0, help="deliveries to lose ...")
+    parser.add_argument("--drop-after", type=int, default=0, help="... after letting this many through")
+    parser.add_argument("--env-file", help="also write the environment to this file")
+    arguments = parser.parse_args()
+    with FakeAuth0(Path(tempfile.mkdtemp(prefix="fake-auth0-"))) as fake:
+        fake.add_stream(arguments.stream_to, arguments.stream_token)
+        fake.drop_deliveries(arguments.drop, after=arguments.drop_after)
+        lines = [f"{name}={value}" for name, value in fake.env().items()]
+        if arguments.env_file:
+            Path(arguments.env_file).write_text("\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
+        print(f"post activity with: auth0-events send https://{fake.domain} --token any", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -426,6 +426,7 @@ def test_serializer_is_json_safe_with_iso_dates(database_url: str, archive: dict
             "attempts": 3,
             "last_error": "error of c",
             "received_at": "2026-11-26T12:00:00Z",
+            "source": "stream",
             "updated_at": "2026-11-26T12:00:00Z",
         }
         assert event_to_dict(undated)["date"] is None

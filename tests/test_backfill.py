@@ -27,7 +27,9 @@ from sqlalchemy import delete
 
 from app.intake import Intake
 from app.publisher import PublishError
-from cli.backfill.run import Checkpoint, CheckpointStore, Limits, QuotaPacer, ServiceUnavailable, run_backfill
+from cli.management.api import QuotaPacer, ServiceUnavailable
+from cli.management.fill import CheckpointStore, Limits, run_backfill
+from cli.management.logs import Checkpoint
 from kernel.routing import parse_routes
 from kernel.storage.db import session_scope, upgrade
 from kernel.storage.models import BackfillCheckpoint, Event, utcnow
@@ -549,7 +551,7 @@ def read_until_closed(fd: int, timeout: float = 30.0) -> str:
 
 
 class FakeClock:
-    """time.time and time.sleep for a Pacer, without waiting."""
+    """time.time and time.sleep for a QuotaPacer, without waiting."""
 
     def __init__(self) -> None:
         self.now = 1_000.0
@@ -586,7 +588,7 @@ class MemoryStore:
         """Remember the checkpoint."""
         self.saved.append(checkpoint)
 
-    def processed(self, log_ids: Collection[str]) -> set[str]:
+    def known(self, log_ids: Collection[str]) -> set[str]:
         """The processed ones among ``log_ids``."""
         return self.done & set(log_ids)
 

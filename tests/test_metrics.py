@@ -384,10 +384,11 @@ def exported_families() -> dict[str, set[str]]:
     """Each metric family the service exports, with its sample names, from the live registries."""
     from app.metrics import REGISTRY as RECEIVER
     from app.metrics import BrokerCollector
+    from cli.stream.metrics import REGISTRY as STREAM_WATCH
     from tasks.metrics import REGISTRY as WORKER
 
     broker = BrokerCollector(lambda: pytest.fail("describing must not connect"), ["auth0.s"])
-    families = [*RECEIVER.collect(), *WORKER.collect(), *broker.describe()]
+    families = [*RECEIVER.collect(), *WORKER.collect(), *broker.describe(), *STREAM_WATCH.collect()]
     return {
         family.name: {family.name + suffix for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
         for family in families
@@ -449,6 +450,9 @@ def test_alert_rules_cover_the_failure_modes() -> None:
         "auth0_events_http_requests_total",
         "auth0_events_queue_consumers",
         "auth0_events_broker_up",
+        "auth0_events_stream_up",
+        "auth0_events_stream_gap_filled_total",
+        "auth0_events_stream_watch_auth0_up",
     }
     assert needed <= set().union(*used.values())
 

@@ -79,8 +79,8 @@ def test_db_upgrade_command_says_the_revision_the_database_ends_at(tmp_path: Pat
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
-    assert db_upgrade() == f"database {url} is at revision 0002 (head)"
+    assert db_upgrade() == f"database {url} is at revision 0003 (head)"
     assert db_upgrade("--revision", "0001") == f"database {url} is at revision 0001"
     assert schema_revisions(url).current == ("0001",)
-    assert db_upgrade() == f"database {url} is at revision 0002 (head)"
-    assert schema_revisions(url).current == ("0002",)
+    assert db_upgrade() == f"database {url} is at revision 0003 (head)"
+    assert schema_revisions(url).current == ("0003",)

@@ -93,8 +93,10 @@ def test_worker_queues_cover_the_default_routes_exactly_once() -> None:
 
 
 def test_worker_metrics_ports_are_distinct() -> None:
-    """Each worker node serves its metrics on a port of its own; the receiver serves them on $PORT."""
-    ports = [command_environment(command).get("AUTH0_EVENTS_METRICS_PORT") for command in WORKERS.values()]
+    """Each worker node and the stream watch serve their metrics on a port of their own; the receiver
+    serves them on $PORT."""
+    serving = [*WORKERS.values(), procfile()["stream_watch"]]
+    ports = [command_environment(command).get("AUTH0_EVENTS_METRICS_PORT") for command in serving]
     assert all(port and port.isdigit() for port in ports), ports
     assert len(set(ports)) == len(ports)
     assert "--config gunicorn.conf.py" in procfile()["web"]
@@ -139,6 +141,18 @@ def test_compose_has_rabbitmq_with_management_and_health_checks() -> None:
         assert "healthcheck" in services[name], name
 
 
+def test_the_stream_watch_runs_the_command_and_exposes_its_metrics_port_locally() -> None:
+    """stream_watch runs `auth0-events stream watch` with a metrics port, which compose publishes on
+    127.0.0.1 only and its health check reads."""
+    command = procfile()["stream_watch"]
+    port = command_environment(command)["AUTH0_EVENTS_METRICS_PORT"]
+    assert program(command) == "auth0-events stream watch"
+    service = compose()["services"]["stream_watch"]
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"])
+    assert service["environment"]["AUTH0_EVENTS_WATCH_READYZ_URL"].endswith("http://web:8000/readyz}")
+
+
 def test_release_migrates_the_database_before_the_other_processes() -> None:
     """The Procfile's release applies the migrations; compose runs it once, after PostgreSQL is up."""
     assert procfile()["release"] == "auth0-events db upgrade"
@@ -181,7 +195,7 @@ def test_only_the_proxy_is_published_beyond_localhost() -> None:
     services = compose()["services"]
     assert services["proxy"]["ports"] == ["443:443", "80:80"]
     published = {name: service["ports"] for name, service in services.items() if "ports" in service}
-    assert set(published) == {"proxy", "rabbitmq", "web", "flower", *WORKERS}
+    assert set(published) == {"proxy", "rabbitmq", "web", "flower", "stream_watch", *WORKERS}
     for name, ports in published.items():
         if name != "proxy":
             assert all(port.startswith("127.0.0.1:") for port in ports), (name, ports)

@@ -102,7 +102,7 @@ def sqlite_database(tmp_path: Path, state: str) -> str:
     ("state", "says"),
     [
         ("missing", "has no schema (no migration applied)"),
-        ("behind", "is at revision 0001; this release needs 0002"),
+        ("behind", "is at revision 0001; this release needs 0003"),
         ("unknown", "is at revision 9999_from_the_future, which this release does not have"),
     ],
 )
@@ -147,7 +147,7 @@ def test_worker_on_a_postgresql_database_behind_head_refuses_to_start_hiding_its
         log = refused_start(new_worker(workers, tmp_path, queue, with_password))
         assert "s3cret-pw" not in log
         assert "postgres:***@127.0.0.1:5432/" in log
-        assert "is at revision 0001; this release needs 0002: run `auth0-events db upgrade`" in log
+        assert "is at revision 0001; this release needs 0003: run `auth0-events db upgrade`" in log
         assert depth(broker, queue) == 1
 
 
@@ -228,7 +228,7 @@ def test_worker_waits_for_an_unreachable_database_consuming_nothing_then_starts(
     assert depth(broker, queue) == 1
     proxy.refusing = False
     wait_for(lambda: " ready." in worker.log_text(), 30, 0.1, "the worker to start once the database answers")
-    assert "is at revision 0002" in worker.log_text()
+    assert "is at revision 0003" in worker.log_text()
     wait_for(lambda: depth(broker, queue) == 0, 30, 0.1, "the event to be handled")
     assert depth(broker, f"{queue}.dlq") == 0
 

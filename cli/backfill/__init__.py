@@ -1,1 +1,1 @@
-"""``auth0-events backfill``: the command, and the run it drives (Management API log pages, checkpoints)."""
+"""``auth0-events backfill``: the command; its run (cli/management/fill.py) is shared with `stream watch`."""

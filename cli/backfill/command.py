@@ -9,12 +9,11 @@ from datetime import datetime
 from typing import Any
 
 import click
-import httpx
 
-from cli.backfill import run as bf
-from cli.common import Unavailable, echo_json, interactive, safe_broker_url, settings_or_exit
-from kernel.routing import RouteSpecError, RouteTable, parse_routes
-from kernel.settings import Settings
+from cli.common import Unavailable, echo_json, interactive, settings_or_exit
+from cli.management import api, wiring
+from cli.management import fill as bf
+from cli.management.logs import MAX_TAKE, LogsClient, iso_millis
 from kernel.storage.archive import InvalidQuery, parse_time
 
 EXIT_INTERRUPTED = 130
@@ -31,22 +30,22 @@ EXIT_INTERRUPTED = 130
 @click.option("--max-pages", type=click.IntRange(min=1), help="Stop after this many pages of logs.")
 @click.option(
     "--take",
-    type=click.IntRange(1, bf.MAX_TAKE),
-    default=bf.MAX_TAKE,
+    type=click.IntRange(1, MAX_TAKE),
+    default=MAX_TAKE,
     show_default=True,
     help="Logs per page.",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
-    default=bf.DEFAULT_RATE,
+    default=api.DEFAULT_RATE,
     show_default=True,
     help="Management API requests per second (the Free plan allows 2).",
 )
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
-    default=bf.RequestRetries.retries,
+    default=api.RequestRetries.retries,
     show_default=True,
     help="Retries of a request that fails with a network error or a 5xx, with backoff.",
 )
@@ -72,7 +71,8 @@ def backfill(
     if from_log_id is not None and since is not None:
         raise click.UsageError("--from and --since exclude each other: give one")
     settings = settings_or_exit()
-    credentials, routes = _credentials(settings), _routes(settings)
+    credentials = wiring.credentials(settings, "read:logs")
+    routes = wiring.routes(settings)
     limits = bf.Limits(max_pages, _time(until, "--until"))
     store = bf.CheckpointStore(settings.database_url, credentials.domain)
     progress = Progress(enabled=interactive())
@@ -80,7 +80,7 @@ def backfill(
         # Read first, so an unreachable or unmigrated database costs no Auth0 requests either.
         start = bf.resolve_start(from_log_id, _time(since, "--since"), store.load())
         with (
-            _publisher(settings, routes) as publisher,
+            wiring.confirmed_publisher(settings, routes) as publisher,
             _logs_client(credentials, rate, retries, progress) as client,
         ):
             summary = bf.run_backfill(
@@ -98,28 +98,6 @@ def backfill(
     _report(summary, stats, credentials.domain, as_json)
 
 
-def _credentials(settings: Settings) -> bf.Credentials:
-    named = {
-        "AUTH0_DOMAIN": settings.auth0_domain,
-        "AUTH0_CLIENT_ID": settings.auth0_client_id,
-        "AUTH0_CLIENT_SECRET": settings.auth0_client_secret,
-    }
-    missing = [name for name, value in named.items() if not value.strip()]
-    if missing:
-        raise click.ClickException(
-            f"{', '.join(missing)} not set: backfill needs a machine-to-machine application with read:logs"
-        )
-    domain = bf.normalize_domain(settings.auth0_domain)
-    return bf.Credentials(domain, settings.auth0_client_id.strip(), settings.auth0_client_secret)
-
-
-def _routes(settings: Settings) -> RouteTable:
-    try:
-        return parse_routes(settings.routes)
-    except RouteSpecError as exc:
-        raise click.ClickException(f"AUTH0_EVENTS_ROUTES: {exc}") from exc
-
-
 def _time(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -134,10 +112,10 @@ def _failures_explained(progress: Progress) -> Iterator[None]:
     """Expected failures as one clear line and an exit code; Ctrl-C leaves the checkpoint as it is."""
     try:
         yield
-    except bf.ServiceUnavailable as exc:
+    except api.ServiceUnavailable as exc:
         progress.clear()
         raise Unavailable(str(exc)) from exc
-    except bf.BackfillError as exc:
+    except api.BackfillError as exc:
         progress.clear()
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
@@ -149,33 +127,13 @@ def _failures_explained(progress: Progress) -> Iterator[None]:
 
 
 @contextmanager
-def _publisher(settings: Settings, routes: RouteTable) -> Iterator[bf.Publisher]:
-    """The receiver's confirmed publisher, checked first so a dead broker costs no Auth0 requests."""
-    from app.publisher import EventPublisher, PublishError
-    from kernel.celery_app import app as celery_app
-
-    publisher = EventPublisher(celery_app, settings.broker_url, routes.queues, settings.publish_timeout)
-    try:
-        try:
-            publisher.check()
-        except PublishError as exc:
-            raise Unavailable(
-                f"cannot reach the broker at {safe_broker_url(settings.broker_url)}: {exc}"
-            ) from exc
-        yield publisher
-    finally:
-        publisher.close()
-
-
-@contextmanager
 def _logs_client(
-    credentials: bf.Credentials, rate: float, retries: int, progress: Progress
-) -> Iterator[bf.LogsClient]:
-    policy = bf.RequestRetries(retries=retries)
-    pacer = bf.QuotaPacer(rate, progress.note, policy.max_rate_limit_wait)
-    headers = {"User-Agent": "auth0-events-backfill"}
-    with httpx.Client(timeout=bf.HTTP_TIMEOUT_SECONDS, headers=headers) as http:
-        yield bf.LogsClient(credentials, http, pacer, progress.note, policy)
+    credentials: api.Credentials, rate: float, retries: int, progress: Progress
+) -> Iterator[LogsClient]:
+    policy = api.RequestRetries(retries=retries)
+    pacer = api.QuotaPacer(rate, progress.note, policy.max_rate_limit_wait)
+    with wiring.http_client("auth0-events-backfill") as http:
+        yield LogsClient(credentials, http, pacer, progress.note, policy)
 
 
 class Progress:
@@ -208,7 +166,7 @@ def progress_line(summary: bf.Summary) -> str:
     checkpoint = summary.checkpoint
     where = ""
     if checkpoint is not None:
-        date = bf.iso_millis(checkpoint.date) if checkpoint.date else "(no date)"
+        date = iso_millis(checkpoint.date) if checkpoint.date else "(no date)"
         where = f" · at {checkpoint.log_id} {date}"
     return (
         f"page {summary.pages} · {summary.logs_read:,} logs · {summary.published:,} published"
@@ -216,7 +174,7 @@ def progress_line(summary: bf.Summary) -> str:
     )
 
 
-def _report(summary: bf.Summary, stats: bf.ClientStats, domain: str, as_json: bool) -> None:
+def _report(summary: bf.Summary, stats: api.ClientStats, domain: str, as_json: bool) -> None:
     result: dict[str, Any] = {"domain": domain, **summary.as_dict(), **vars(stats)}
     if as_json:
         echo_json(result)

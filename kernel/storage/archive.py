@@ -131,6 +131,7 @@ def event_to_dict(event: Event, include_raw: bool = False) -> dict[str, Any]:
         "attempts": event.attempts,
         "last_error": event.last_error,
         "received_at": iso(event.received_at),
+        "source": event.source,
         "updated_at": iso(event.updated_at),
     }
     if include_raw:

@@ -1,4 +1,4 @@
-"""Database tables: the event archive, the per-handler ledger, and the alert window state."""
+"""Database tables: event archive, handler ledger, alert windows, backfill checkpoints, watcher lease."""
 
 from __future__ import annotations
 
@@ -70,14 +70,20 @@ class Event(Base):
     ip: Mapped[str] = mapped_column(String(64), default="", index=True)
     raw: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: stream (delivered by the log stream) or backfill (filled from the Management API)
+    source: Mapped[str] = mapped_column(String(16), default="stream", server_default="stream")
     #: received, processing, retrying, processed, dead_lettered
     state: Mapped[str] = mapped_column(String(32), default="received", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    # The archive pages newest first by (date, id); a B-tree is read backwards just as well.
-    __table_args__ = (Index("ix_events_date_id", "date", "id"),)
+    # The archive pages newest first by (date, id); a B-tree is read backwards just as well. The stream
+    # watcher reads the stream's last delivery (source, received_at) and the oldest log_id (unique index).
+    __table_args__ = (
+        Index("ix_events_date_id", "date", "id"),
+        Index("ix_events_source_received_at", "source", "received_at"),
+    )
 
 
 class HandlerRun(Base):
@@ -127,4 +133,15 @@ class BackfillCheckpoint(Base):
     domain: Mapped[str] = mapped_column(String(255), primary_key=True)
     log_id: Mapped[str] = mapped_column(LOG_ID)
     log_date: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WatcherLease(Base):
+    """Which stream watcher may act, until when: one row per lease name, taken over once it expires."""
+
+    __tablename__ = "watcher_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
