@@ -60,6 +60,7 @@ from app.intake import AcceptedEvent, Intake, QuarantinedRecord
 from app.quarantine import QuarantineReport
 from kernel.celery_app import task_time_limits
 from kernel.routing import QUARANTINE_QUEUE
+from kernel.settings import QueueType
 from kernel.topology import EVENTS_EXCHANGE, declare_all
 from kernel.wire import TASK_NAME
 
@@ -451,10 +452,18 @@ class EventPublisher:
     one request's wait for its confirms does not hold up another thread's request.
     """
 
-    def __init__(self, celery_app: Celery, broker_url: str, queue_names: Iterable[str], timeout: float):
+    def __init__(
+        self,
+        celery_app: Celery,
+        broker_url: str,
+        queue_names: Iterable[str],
+        timeout: float,
+        queue_type: QueueType = "classic",
+    ):
         self._celery = celery_app
         self._broker_url = broker_url
         self._queue_names = tuple(queue_names)
+        self._queue_type: QueueType = queue_type
         self._timeout = timeout
         self._guard = threading.Lock()  # guards _links, not the links themselves
         self._links: dict[int, _Link] = {}  # by thread identifier
@@ -611,7 +620,7 @@ class EventPublisher:
         try:
             _ensure_connection(connection, deadline)
             with _socket_bounded(connection, bound):
-                declare_all(connection, self._queue_names)
+                declare_all(connection, self._queue_names, self._queue_type)
                 channel = connection.channel()
                 tracker = ConfirmTracker(channel)
                 writes = BatchedWrites.install(connection)

@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cli.send.command:send",
         "Generate realistic Auth0 log records and POST them to URL, as an Auth0 log stream does.",
     ),
-    "topology": ("cli.topology:topology", "Declare and inspect exchanges, queues and DLQs."),
+    "topology": ("cli.topology.command:topology", "Declare, inspect and migrate exchanges, queues and DLQs."),
 }
 
 

@@ -613,7 +613,7 @@ def put_in_dlq(broker: Any, queue: str, body: bytes | list[Any], **headers: Any)
     """Publish ``body`` straight to ``queue``'s DLQ, as anyone with broker access (or RabbitMQ) could."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     with broker.channel() as channel:
-        dead_letter_queue(queue).bind(channel).declare()
+        dead_letter_queue(queue, "classic").bind(channel).declare()
         Producer(channel).publish(
             data,
             exchange=DEAD_LETTER_EXCHANGE.name,

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 @click.group()
 def topology() -> None:
-    """Declare and inspect exchanges, queues and DLQs."""
+    """Declare, inspect and migrate exchanges, queues and DLQs."""
 
 
 @topology.command()
@@ -31,7 +31,9 @@ def declare(as_json: bool) -> None:
     A queue that already exists with other arguments is reported with RabbitMQ's reason and the rest
     are still declared; the command then exits 1. Exit 3: the broker cannot be reached.
     """
-    report = _with_broker(declare_topology)
+    report = _with_broker(
+        lambda connection, settings, names: declare_topology(connection, names, settings.queue_type)
+    )
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -53,7 +55,7 @@ def status(as_json: bool) -> None:
     A configured queue that does not exist on the broker is shown as missing and the command exits 1
     (`topology declare` creates it). Exit 3: the broker cannot be reached.
     """
-    state = _with_broker(topology_status)
+    state = _with_broker(lambda connection, _settings, names: topology_status(connection, names))
     if as_json:
         echo_json(state.to_dict())
     else:
@@ -67,12 +69,12 @@ def status(as_json: bool) -> None:
         raise SystemExit(EXIT_FAILURE)
 
 
-def _with_broker(action: Callable[[Connection, tuple[str, ...]], T]) -> T:
+def _with_broker(action: Callable[[Connection, Settings, tuple[str, ...]], T]) -> T:
     settings = settings_or_exit()
     names = _work_queue_names(settings)
     connection = connect_broker(settings)
     try:
-        return action(connection, names)
+        return action(connection, settings, names)
     except (OSError, AMQPError, KombuError) as exc:
         raise Unavailable(f"lost the broker at {safe_broker_url(settings.broker_url)}: {exc}") from exc
     finally:
