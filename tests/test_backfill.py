@@ -28,7 +28,7 @@ from sqlalchemy import delete
 
 from app.intake import Intake
 from app.publisher import PublishError
-from cli.backfill.run import Checkpoint, CheckpointStore, Limits, Pacer, ServiceUnavailable, run_backfill
+from cli.backfill.run import Checkpoint, CheckpointStore, Limits, QuotaPacer, ServiceUnavailable, run_backfill
 from kernel.routing import parse_routes
 from kernel.storage.db import session_scope, upgrade
 from kernel.storage.models import BackfillCheckpoint, Event, utcnow
@@ -572,7 +572,7 @@ class FakeClock:
 def test_pacer_spaces_requests_and_holds_them_while_none_remain() -> None:
     """--rate spaces requests; x-ratelimit-remaining: 0 holds the next one until x-ratelimit-reset."""
     clock, notes = FakeClock(), []
-    pacer = Pacer(4, notes.append, max_wait=60, clock=lambda: clock.now, sleep=clock.sleep)
+    pacer = QuotaPacer(4, notes.append, max_wait=60, clock=lambda: clock.now, sleep=clock.sleep)
     pacer.wait()
     pacer.wait()
     pacer.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(clock.now + 3)})

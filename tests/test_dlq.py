@@ -19,7 +19,8 @@ from kombu import Producer
 
 from cli.dlq import dead_letters
 from cli.dlq.command import dlq
-from cli.dlq.dead_letters import DeadLetter, Pacer, Selection
+from cli.dlq.dead_letters import DeadLetter, Selection
+from cli.pacing import Pacer
 from kernel.amqp_properties import Unreadable
 from kernel.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue
 from tests.conftest import MAX_RETRIES, TEST_TOKEN
