@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 # Celery's own embedded-worker fixtures; pytest-celery's Docker ones are switched off (-p no:celery).
-pytest_plugins = ("celery.contrib.pytest",)
+pytest_plugins = ("celery.contrib.pytest", "tests.queue_types")
 
 BROKER_HOST = "amqp://guest:guest@127.0.0.1:5672"
 TEST_TOKEN = "test-stream-token-4d1f-9b27c35e08a6f1d4"
@@ -131,11 +131,11 @@ def effects_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture
-def broker(broker_url: str) -> Iterator[Any]:
-    """A kombu connection to the private vhost, for reading queues directly."""
+def broker(broker_url: str, queue_type: str) -> Iterator[Any]:
+    """A kombu connection to the private vhost (of the test's queue type), for reading queues directly."""
     from kombu import Connection
 
-    with Connection(broker_url) as connection:
+    with Connection(os.environ["BROKER_URL"]) as connection:
         yield connection
 
 
@@ -148,7 +148,7 @@ def settings_for() -> Any:
 
 
 @pytest.fixture
-def make_app(settings_for: Any) -> Iterator[Any]:
+def make_app(settings_for: Any, queue_type: str) -> Iterator[Any]:
     """Create receivers with overridden settings; closes their broker connections afterwards."""
     from app import create_app
 
@@ -183,7 +183,7 @@ def session_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Any]:
+def start_worker(tmp_path: Path, queue_type: str) -> Iterator[Any]:
     """Start dedicated real workers (for kill tests); every one is stopped at the end of the test."""
     from tests.helpers import WorkerProcess
 

@@ -33,6 +33,7 @@ from tests.helpers import (
     wait_for,
     with_action,
 )
+from tests.queue_types import both_queue_types
 
 pytestmark = pytest.mark.worker
 AUTH = {"Authorization": TEST_TOKEN}
@@ -107,6 +108,7 @@ def effects(effects_dir: Path, log_ids: list[str]) -> list[int]:
     return [count_lines(effects_dir, "effects.log", f"effect {log_id}") for log_id in log_ids]
 
 
+@both_queue_types
 def test_list_counts_and_describes_each_message_with_the_reason_from_the_ledger(
     make_app: Any, start_worker: Any, broker: Any
 ) -> None:
@@ -194,6 +196,7 @@ def test_show_prints_the_whole_message_and_fails_for_an_unknown_log_id(
     assert depth(broker, f"{queue}.dlq") == 1
 
 
+@both_queue_types
 def test_replay_sends_fixed_events_back_to_their_worker_which_processes_them_once(
     make_app: Any, start_worker: Any, broker: Any, effects_dir: Path
 ) -> None:

@@ -17,6 +17,7 @@ from kernel.storage.db import session_scope
 from kernel.storage.models import Event
 from tests.conftest import TEST_TOKEN
 from tests.helpers import as_jsonl, count_lines, make_record, wait_for
+from tests.queue_types import both_queue_types
 
 pytestmark = pytest.mark.worker
 AUTH = {"Authorization": TEST_TOKEN}
@@ -152,6 +153,7 @@ def test_transactional_write_is_rolled_back_with_its_failure(
     assert transactional_writes(database_url, log_id) == 1
 
 
+@both_queue_types
 def test_worker_killed_mid_task_repeats_no_completed_effect(
     receiver: Any,
     start_worker: Any,
