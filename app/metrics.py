@@ -34,6 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from app.intake import Intake
 from kernel import amqp_properties
 from kernel.broker_status import queue_state
+from kernel.broker_url import retries_over_nodes
 from kernel.celery_app import app as celery_app
 from kernel.metrics import DIR_VARIABLE, event_type_label
 from kernel.settings import QueueType
@@ -237,7 +238,7 @@ class BrokerCollector:
         deadline = time.monotonic() + BROKER_BUDGET
         try:
             with self._connect() as connection:
-                connection.ensure_connection(max_retries=0)
+                connection.ensure_connection(max_retries=retries_over_nodes(connection))
                 for queue, role in self._queues:
                     if time.monotonic() > deadline:
                         raise TimeoutError(

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kernel.broker_url import broker_url_problem
+
 # Logins, signups, logouts, password changes, user deletions, and every code a built-in handler listens to
 # (breached passwords, blocked accounts and IPs, refresh-token reuse). The rest (Management API calls,
 # token exchanges, silent authentication, ...) is filtered: `*=auth0.other` routes it too.
@@ -122,6 +124,15 @@ class Settings(BaseSettings):
                     f"e.g. from `{MAKE_A_TOKEN}`"
                 )
         return tokens
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_lists_amqp_nodes(cls, url: str) -> str:
+        # One node, or a cluster's nodes in kombu's failover form: amqp://…;amqp://…
+        problem = broker_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
     @field_validator("metrics_port", mode="before")
     @classmethod
