@@ -380,7 +380,7 @@ class EventPublisher:
         try:
             _ensure_connection(connection, deadline)
             with socket_bounded(connection, bound):
-                declare_all(connection, self._queue_names, self._queue_type)
+                declare_all(connection, self._queue_names, self._queue_type, keep_other_arguments=True)
                 channel = connection.channel()
                 tracker = ConfirmTracker(channel)
                 writes = BatchedWrites.install(connection)

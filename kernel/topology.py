@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
 
+from amqp.exceptions import PreconditionFailed
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
 from kernel.routing import DLQ_SUFFIX, QUARANTINE_QUEUE
 from kernel.settings import QueueType
+
+logger = logging.getLogger(__name__)
 
 # Topic rather than direct: Celery publishes to a direct exchange through the default exchange, and
 # quorum queues' native delayed delivery refuses direct exchanges (Celery logs "Direct exchanges are not
@@ -103,16 +107,38 @@ def all_queues(work_queue_names: Iterable[str], queue_type: QueueType) -> list[Q
 
 
 def declare_all(
-    connection: Connection, work_queue_names: Iterable[str], queue_type: QueueType
+    connection: Connection,
+    work_queue_names: Iterable[str],
+    queue_type: QueueType,
+    *,
+    keep_other_arguments: bool = False,
 ) -> list[Queue]:
     """Declare every exchange, queue and binding on ``connection``; safe to repeat.
 
-    Raises amqp.exceptions.PreconditionFailed when a queue exists with other arguments or of another type.
+    Raises amqp.exceptions.PreconditionFailed when a queue exists with other arguments or of another type,
+    unless ``keep_other_arguments``: the receiver's choice, as it only publishes to the exchange by routing
+    key, which reaches the queue whatever its type (during and after `auth0-events topology migrate`,
+    before the receiver is restarted with the new AUTH0_EVENTS_QUEUE_TYPE); such a queue is logged.
     """
     queues = all_queues(work_queue_names, queue_type)
-    channel = connection.default_channel
     for queue in queues:
-        queue.bind(channel).declare()
+        # A channel each when tolerating: a 406 closes the channel it was answered on.
+        channel = connection.channel() if keep_other_arguments else connection.default_channel
+        try:
+            queue.bind(channel).declare()
+        except PreconditionFailed as exc:
+            if not keep_other_arguments:
+                raise
+            logger.warning(
+                "queue %s exists with other arguments than AUTH0_EVENTS_QUEUE_TYPE=%s gives (%s); "
+                "publishing to it anyway",
+                queue.name,
+                queue_type,
+                exc.reply_text,
+            )
+        finally:
+            if keep_other_arguments:
+                channel.close()  # a no-op on a channel the broker closed
     return queues
 
 
