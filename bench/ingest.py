@@ -381,7 +381,7 @@ def run_queue_types(
                 f"(quorum/classic {result['quorum/classic']:.2f})",
                 flush=True,
             )
-    summary = {
+    summary: dict[str, dict[str, Any]] = {
         kind: {
             "events_per_s": round(float(statistics.median(r[kind]["events_per_s"] for r in per_round)), 1),
             "latency_ms": {

@@ -7,49 +7,48 @@ AUTH0_EVENTS_QUEUE_TYPE=quorum (the run's vhost holds classic queues; a queue's 
 
 from __future__ import annotations
 
-import subprocess
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.helpers import DEFAULT_QUEUES, WorkerProcess, private_vhost, use_broker
+
 QUEUE_TYPES = ("classic", "quorum")
 both_queue_types = pytest.mark.parametrize("queue_type", QUEUE_TYPES, indirect=True)
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")
 def quorum_broker_url(broker_url: str) -> Iterator[str]:
     """A private vhost beside the run's, for quorum queues; deleted at the end."""
-    vhost = f"auth0-events-test-quorum-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"{broker_url.rsplit('/', 1)[0]}/{vhost}"
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
+    with private_vhost("auth0-events-test-quorum") as url:
+        yield url
 
 
 @pytest.fixture
-def queue_type(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def queue_type(request: pytest.FixtureRequest) -> Iterator[str]:
     """``classic`` unless parametrized; ``quorum`` points this test's processes at the quorum vhost."""
     kind: str = getattr(request, "param", "classic")
-    if kind == "quorum":
-        monkeypatch.setenv("BROKER_URL", request.getfixturevalue("quorum_broker_url"))
-        monkeypatch.setenv("AUTH0_EVENTS_QUEUE_TYPE", "quorum")
-    return kind
+    if kind != "quorum":
+        yield kind
+        return
+    run_url = os.environ["BROKER_URL"]
+    os.environ["AUTH0_EVENTS_QUEUE_TYPE"] = "quorum"
+    use_broker(request.getfixturevalue("quorum_broker_url"))
+    try:
+        yield kind
+    finally:
+        del os.environ["AUTH0_EVENTS_QUEUE_TYPE"]
+        use_broker(run_url)
 
 
 @pytest.fixture(scope="session")
-def quorum_session_worker(quorum_broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def quorum_session_worker(
+    quorum_broker_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     """The quorum vhost's counterpart of ``session_worker``."""
-    from tests.conftest import DEFAULT_QUEUES
-    from tests.helpers import WorkerProcess
-
     log_path = tmp_path_factory.mktemp("workers") / "quorum-session-worker.log"
     env = {"BROKER_URL": quorum_broker_url, "AUTH0_EVENTS_QUEUE_TYPE": "quorum"}
     worker = WorkerProcess(DEFAULT_QUEUES, f"quorum-{uuid.uuid4().hex[:6]}", log_path, env, concurrency=2)

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,8 @@ from kombu import Connection, Producer
 
 from cli.topology.command import topology
 from kernel.topology import DEAD_LETTER_EXCHANGE, declare_all
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, make_record, take_messages, task_kwargs, wait_for
+from tests.helpers import AUTH, as_jsonl, make_record, reload_settings, take_messages, task_kwargs, wait_for
 
-AUTH = {"Authorization": TEST_TOKEN}
 CLI = Path(sys.executable).parent / "auth0-events"
 LOGINS, FAILURES = "mig.logins", "mig.failures"
 ROUTES = f"s={LOGINS},f={FAILURES}"
@@ -31,18 +28,9 @@ QUEUES = [LOGINS, f"{LOGINS}.dlq", FAILURES, f"{FAILURES}.dlq", "auth0.quarantin
 
 
 @pytest.fixture
-def vhost_url(broker_url: str) -> Iterator[str]:
+def vhost_url(new_vhost: str) -> str:
     """A vhost of this test's own (its queues change type; the run's vhost keeps classic ones)."""
-    vhost = f"auth0-events-test-migrate-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=120)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    yield f"{broker_url.rsplit('/', 1)[0]}/{vhost}"
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
+    return new_vhost
 
 
 def queue_types(url: str) -> dict[str, str]:
@@ -67,8 +55,7 @@ def migrate(url: str, *args: str) -> Result:
     try:
         return CliRunner().invoke(topology, ["migrate", *args], env=env)
     finally:
-        get_settings.cache_clear()
-        get_settings()
+        reload_settings()
 
 
 def fill(url: str, dead: int) -> set[str]:
@@ -191,6 +178,7 @@ def holding_depth(url: str, name: str) -> int:
             return 0
 
 
+@pytest.mark.process
 def test_a_migration_killed_midway_is_finished_by_running_it_again(vhost_url: str) -> None:
     """SIGKILL while dead letters are being moved: a second run finishes the migration, and every dead
     letter is in the quorum DLQ (one in flight at the kill at most twice), none in a holding queue."""

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MAX_RETRIES, TEST_TOKEN
 from tests.helpers import (
+    AUTH,
+    MAX_RETRIES,
     as_jsonl,
     count_lines,
     make_record,
@@ -21,7 +22,6 @@ from tests.helpers import (
 from tests.queue_types import both_queue_types
 
 pytestmark = pytest.mark.worker
-AUTH = {"Authorization": TEST_TOKEN}
 
 
 @pytest.fixture
