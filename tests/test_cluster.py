@@ -30,9 +30,9 @@ from sqlalchemy import func, select
 
 from kernel.storage.db import session_scope, upgrade
 from kernel.storage.models import Event
-from tests.conftest import TEST_TOKEN
 from tests.helpers import (
     ROOT,
+    TEST_TOKEN,
     ReceiverProcess,
     WorkerProcess,
     as_jsonl,
@@ -44,7 +44,13 @@ from tests.helpers import (
 from tests.rabbitmq_node import NodeError, RabbitCluster, RabbitNode
 
 # The cluster's start and each node's return take tens of seconds on a busy machine.
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.broker,
+    pytest.mark.worker,
+    pytest.mark.process,
+    pytest.mark.timeout(600),
+]
 
 # The logins worker of the Procfile, its queues and routes (each code to the queue of its name).
 LOGINS = "worker_logins"

@@ -112,6 +112,7 @@ def start_node(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.process
 def test_a_cluster_node_refuses_classic_queues(tmp_path: Path) -> None:
     """A second or third node with the default queue type stops at once, saying what to set."""
     result = start_node(tmp_path, CLUSTER_NODE="yes", RABBITMQ_COOKIE="cookie")
@@ -120,6 +121,7 @@ def test_a_cluster_node_refuses_classic_queues(tmp_path: Path) -> None:
     assert "entrypoint" not in result.stdout
 
 
+@pytest.mark.process
 def test_a_cluster_node_refuses_to_start_without_the_cookie(tmp_path: Path) -> None:
     """Without RABBITMQ_CLUSTER_COOKIE a node could never join the others: it stops, saying so."""
     result = start_node(tmp_path, CLUSTER_NODE="yes", AUTH0_EVENTS_QUEUE_TYPE="quorum")
@@ -127,6 +129,7 @@ def test_a_cluster_node_refuses_to_start_without_the_cookie(tmp_path: Path) -> N
     assert "RABBITMQ_CLUSTER_COOKIE" in result.stderr
 
 
+@pytest.mark.process
 def test_the_single_node_starts_as_before_without_a_cookie(tmp_path: Path) -> None:
     """Without the profile, rabbitmq needs neither the cookie nor quorum queues: the image's entrypoint
     starts the server."""

@@ -20,8 +20,7 @@ import pytest
 from cli.common import safe_broker_url
 from kernel.broker_url import broker_nodes, broker_url_problem, hide_passwords
 from kernel.settings import ConfigurationError, load_settings
-from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, as_jsonl, free_port, make_record, take_messages
+from tests.helpers import ROOT, TEST_TOKEN, as_jsonl, free_port, make_record, take_messages
 from tests.tcp_proxy import TcpProxy
 
 CLI = str(Path(sys.executable).parent / "auth0-events")
