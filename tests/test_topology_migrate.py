@@ -139,10 +139,11 @@ def test_migrate_moves_work_and_dead_letters_both_ways_while_the_receiver_answer
     assert queue_types(vhost_url) == dict.fromkeys(QUEUES, "classic")
     assert set(poster.statuses) == {202}
     work, dead = log_ids(vhost_url)
-    # Every accepted event waits (the late receiver's one too); one published in the instant two queues
-    # shared a binding may wait twice, which the ledger absorbs.
+    # Every accepted event waits (the late receiver's one too). One published in the instant two queues
+    # share a binding (twice per work queue per migration: 8 flips here, a batch every 10 ms) waits twice,
+    # which the ledger absorbs; nothing else is repeated.
     assert poster.accepted <= set(work)
-    assert len(work) - len(set(work)) <= 4
+    assert len(work) - len(set(work)) <= 16
     assert sorted(dead) == sorted(dead_ids)
 
 
