@@ -7,10 +7,10 @@ In one run, with the same receiver (the Procfile's web line, ``--processes`` gun
 realistic records in batches of 100 and the same load client (closed loop, ``--concurrency`` keep-alive
 connections), in ``--rounds`` alternating rounds of ``--duration`` seconds each:
 
-- **classic**: one node (the machine's RabbitMQ, a private vhost), AUTH0_EVENTS_QUEUE_TYPE=classic;
-- **quorum**: the same node and another private vhost, AUTH0_EVENTS_QUEUE_TYPE=quorum;
-- **cluster**: three nodes of the run's own (tests/rabbitmq_node.py), quorum queues, BROKER_URL listing the
-  three (the receiver connects to the first; the queues' leaders are there too).
+- **classic**: one node of the run's own (tests/rabbitmq_node.py), AUTH0_EVENTS_QUEUE_TYPE=classic;
+- **quorum**: the same node, another vhost, AUTH0_EVENTS_QUEUE_TYPE=quorum;
+- **cluster**: three nodes of the run's own, clustered, quorum queues, BROKER_URL listing the three (the
+  receiver connects to the first; the queues' leaders are there too).
 
 Each phase reports accepted events/s, latency percentiles, and the CPU the RabbitMQ nodes spent per
 thousand events, in total and on the busiest node: that cost, not this machine's throughput (the three
@@ -43,7 +43,6 @@ from bench.common import (
     parser,
     percentiles,
     print_machine,
-    private_vhost,
     purge,
     run_benchmark,
     sample_records,
@@ -63,14 +62,31 @@ def _load(base: str, concurrency: int, duration: float) -> dict[str, Any]:
     return load.run_load(base, _bodies, BENCH_TOKEN, concurrency, duration)
 
 
-def machine_node_pids() -> list[int]:
-    """The machine's RabbitMQ node: the Erlang VM the rabbitmq user runs (this run's nodes run as us)."""
-    return [pid for pid in broker_pids() if Path(f"/proc/{pid}").stat().st_uid != os.getuid()]
-
-
 def node_vm(node: Any) -> list[int]:
     """The Erlang VM of one of the run's nodes: the beam.smp in the process group its start script leads."""
     return [pid for pid in broker_pids() if os.getpgid(pid) == node.process.pid]
+
+
+@contextmanager
+def one_node(scratch: Path) -> Iterator[tuple[Any, str, str]]:
+    """A node of the run's own with a vhost for classic and one for quorum queues (the machine's node
+    serves other people's runs too, whose work would count in its CPU); removed afterwards."""
+    from tests.rabbitmq_node import NodeError, RabbitNode
+
+    node = RabbitNode(scratch / "node")
+    try:
+        node.start()
+        for vhost in ("classic", "quorum"):
+            node.ctl("add_vhost", vhost)
+            node.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except NodeError as exc:
+        node.remove()
+        raise BenchError(f"cannot start a RabbitMQ node: {exc}") from exc
+    base = node.url.removesuffix("//")
+    try:
+        yield node, f"{base}/classic", f"{base}/quorum"
+    finally:
+        node.remove()
 
 
 @contextmanager
@@ -148,8 +164,7 @@ def run(args: Any, scratch: Path, duration: float, rounds: int) -> dict[str, Any
     per_round: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
     with (
-        private_vhost("cluster-classic") as classic_url,
-        private_vhost("cluster-quorum") as quorum_url,
+        one_node(scratch) as (node, classic_url, quorum_url),
         three_nodes(scratch) as cluster,
         ProcessPoolExecutor(1, mp_context=context, initializer=_load_init, initargs=(bodies,)) as executor,
     ):
@@ -160,14 +175,14 @@ def run(args: Any, scratch: Path, duration: float, rounds: int) -> dict[str, Any
             f"{duration:g} s per phase, {rounds} round(s); {len(records)} records, {BATCH} per request",
             flush=True,
         )
-        one_node: dict[str, Callable[[], list[int]]] = {"node": machine_node_pids}
+        single: dict[str, Callable[[], list[int]]] = {"node": partial(node_vm, node)}
         three: dict[str, Callable[[], list[int]]] = {
             f"node{n}": partial(node_vm, node) for n, node in enumerate(cluster.nodes, 1)
         }
         # Each phase: its BROKER_URL, its queue type, and the RabbitMQ nodes whose CPU it counts.
         phases: dict[str, tuple[str, str, dict[str, Callable[[], list[int]]]]] = {
-            "classic": (classic_url, "classic", one_node),
-            "quorum": (quorum_url, "quorum", one_node),
+            "classic": (classic_url, "classic", single),
+            "quorum": (quorum_url, "quorum", single),
             "cluster": (cluster.url, "quorum", three),
         }
         services = {}
