@@ -36,12 +36,15 @@ from tests.helpers import (
     ReceiverProcess,
     WorkerProcess,
     as_jsonl,
+    free_port,
     make_record,
     procfile,
     procfile_receiver,
+    stop_process_group,
     wait_for,
 )
 from tests.rabbitmq_node import NodeError, RabbitCluster, RabbitNode
+from tests.test_flower import flower_command, flower_env, flower_get, flower_tasks
 
 # The cluster's start and each node's return take tens of seconds on a busy machine.
 pytestmark = [
@@ -154,6 +157,7 @@ class Pipeline:
     cluster: RabbitCluster
     receiver: ReceiverProcess
     worker: WorkerProcess
+    flower: str  # Flower's URL; it starts at the receiver's node
     receiver_node: RabbitNode
     worker_node: RabbitNode
     database_url: str
@@ -202,12 +206,25 @@ def pipeline(cluster: RabbitCluster, tmp_path_factory: pytest.TempPathFactory) -
         {**env, "BROKER_URL": ordered_url(third, cluster)}, concurrency=2,
     )  # fmt: skip
     worker.start()
+    port = free_port()
+    with open(scratch / "flower.log", "wb") as log:
+        flower = subprocess.Popen(
+            flower_command(port),
+            cwd=ROOT,
+            env=flower_env(**env, BROKER_URL=ordered_url(second, cluster)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    flower_url = f"http://127.0.0.1:{port}"
     try:
+        wait_for(lambda: flower_get(f"{flower_url}/healthcheck", auth=None), 60, 0.2, "Flower to answer")
         with procfile_receiver(
             scratch / "receiver.log", {**env, "BROKER_URL": ordered_url(second, cluster)}, workers=2
         ) as receiver:
-            yield Pipeline(cluster, receiver, worker, second, third, database_url, effects)
+            yield Pipeline(cluster, receiver, worker, flower_url, second, third, database_url, effects)
     finally:
+        stop_process_group(flower)
         worker.stop()
 
 
@@ -362,8 +379,9 @@ def test_losing_the_leader_of_auth0_s_loses_nothing(whole: Pipeline) -> None:
 
 
 def test_losing_the_receivers_node_fails_the_receiver_over(whole: Pipeline) -> None:
-    """SIGKILL the node the receiver's processes are connected to: they connect to the next node of
-    BROKER_URL and keep answering 2xx; nothing accepted is lost or handled twice."""
+    """SIGKILL the node the receiver's processes (and Flower) are connected to: they connect to the next
+    node of BROKER_URL and keep answering 2xx; nothing accepted is lost or handled twice; Flower shows
+    the tasks of the batches sent after the loss."""
     node, pid = whole.receiver_node, whole.receiver.process.pid
     assert connected_nodes(pid, whole.cluster) == {node}
     loss = kill_mid_ingest(whole, node, watched=pid)
@@ -373,6 +391,8 @@ def test_losing_the_receivers_node_fails_the_receiver_over(whole: Pipeline) -> N
     assert node not in moved
     events, delivered = all_handled_once(whole, loss.traffic)
     loss.report("receiver's node lost", events, delivered)
+    last = loss.traffic.accepted()[-1]
+    wait_for(lambda: last in flower_tasks(whole.flower), 60, 0.5, "Flower to show the last batch's tasks")
     back.join()
 
 
