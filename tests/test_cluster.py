@@ -385,10 +385,10 @@ def test_losing_the_receivers_node_fails_the_receiver_over(whole: Pipeline) -> N
     node, pid = whole.receiver_node, whole.receiver.process.pid
     assert connected_nodes(pid, whole.cluster) == {node}
     loss = kill_mid_ingest(whole, node, watched=pid)
-    back = returning(whole.cluster, node)
-    moved = connected_nodes(pid, whole.cluster)
+    moved = connected_nodes(pid, whole.cluster)  # before the node returns: then it may connect there again
     assert moved
     assert node not in moved
+    back = returning(whole.cluster, node)
     events, delivered = all_handled_once(whole, loss.traffic)
     loss.report("receiver's node lost", events, delivered)
     last = loss.traffic.accepted()[-1]
@@ -403,10 +403,10 @@ def test_losing_the_workers_node_fails_the_worker_over(whole: Pipeline) -> None:
     node, pid = whole.worker_node, whole.worker.process.pid
     assert connected_nodes(pid, whole.cluster) == {node}
     loss = kill_mid_ingest(whole, node, watched=pid)
-    back = returning(whole.cluster, node)
-    events, delivered = all_handled_once(whole, loss.traffic)
-    moved = connected_nodes(pid, whole.cluster)
+    moved = connected_nodes(pid, whole.cluster)  # before the node returns: then it may connect there again
     assert moved
     assert node not in moved
+    back = returning(whole.cluster, node)
+    events, delivered = all_handled_once(whole, loss.traffic)
     loss.report("worker's node lost", events, delivered)
     back.join()
