@@ -16,17 +16,32 @@ broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
 # A channel error (such as consumer_timeout) reconnects instead of shutting the worker down.
 broker_channel_error_retry = True
-# Retries and replays published by workers wait for the broker's confirm before the original is acked.
+# Retries and replays published by workers wait for the broker's confirm before the original is acked
+# (quorum queues need it too: a quorum queue confirms once a majority of its nodes has the message).
 broker_transport_options = {"confirm_publish": True}
 
 # Every queue is listed, with its dead-letter arguments; an unlisted name is an error rather than a
 # queue silently created without them (which then fails every other declarer with PRECONDITION_FAILED).
-task_queues = [work_queue(name) for name in _routes.queues]
+# AUTH0_EVENTS_QUEUE_TYPE=quorum puts x-queue-type: quorum in these arguments, which is what Celery looks
+# for (celery.utils.quorum_queues) to switch on the two settings below.
+task_queues = [work_queue(name, _settings.queue_type) for name in _routes.queues]
 task_create_missing_queues = False
 task_default_queue = task_queues[0].name
 task_default_exchange = EVENTS_EXCHANGE.name
 task_default_exchange_type = EVENTS_EXCHANGE.type
 task_default_delivery_mode = "persistent"
+
+# Quorum queues do not support global QoS (basic.qos global=True closes the channel): with quorum work
+# queues Celery then sets a per-consumer prefetch (worker_prefetch_multiplier x concurrency, static).
+# Stated rather than left to the default because a worker without it cannot consume a quorum queue.
+worker_detect_quorum_queues = True
+# With quorum work queues, a countdown retry is not held unacked in the worker's memory (classic: an ETA
+# task kept until its time, which a static prefetch would let block the consumer): Celery publishes it
+# through native delayed delivery, RabbitMQ-side TTL queues celery_delayed_27…0 that dead-letter it
+# back to auth0.events when due. Needs the topic exchange (kernel/topology.EVENTS_EXCHANGE) and whole
+# seconds (tasks/retry_policy.py rounds up). Those queues are quorum too, so a delayed retry survives
+# the loss of a node; the broker user needs configure/write permission on the celery_delayed_* names.
+broker_native_delayed_delivery_queue_type = "quorum"
 
 task_serializer = "json"
 accept_content = ["json"]

@@ -27,7 +27,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     receiver = _build_receiver(settings)
     app.extensions["auth0_events"] = receiver
-    metrics.init_app(app, settings.broker_url, receiver.routes.queues)
+    metrics.init_app(app, settings.broker_url, receiver.routes.queues, settings.queue_type)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(events_api.bp)
@@ -45,5 +45,7 @@ def _build_receiver(settings: Settings) -> Receiver:
         routes = parse_routes(settings.routes)
     except RouteSpecError as exc:
         raise ConfigurationError(f"AUTH0_EVENTS_ROUTES: {exc}") from exc
-    publisher = EventPublisher(celery_app, settings.broker_url, routes.queues, settings.publish_timeout)
+    publisher = EventPublisher(
+        celery_app, settings.broker_url, routes.queues, settings.publish_timeout, settings.queue_type
+    )
     return Receiver(settings=settings, routes=routes, publisher=publisher)

@@ -34,8 +34,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from app.intake import Intake
 from kernel import amqp_properties
 from kernel.broker_status import queue_state
+from kernel.broker_url import retries_over_nodes
 from kernel.celery_app import app as celery_app
 from kernel.metrics import DIR_VARIABLE, event_type_label
+from kernel.settings import QueueType
 from kernel.topology import dead_letter_queue, quarantine_queue, work_queue
 from kernel.wire import REFUSED_AT_HEADER
 
@@ -135,7 +137,9 @@ def timed_publish() -> Iterator[None]:
         PUBLISH_DURATION.labels(outcome).observe(time.perf_counter() - started)
 
 
-def init_app(app: Flask, broker_url: str, work_queues: Sequence[str]) -> None:
+def init_app(
+    app: Flask, broker_url: str, work_queues: Sequence[str], queue_type: QueueType = "classic"
+) -> None:
     """Serve GET /metrics, count every request, and read the queues of ``work_queues`` when scraped."""
     # The scrape reads the head of each DLQ, which anyone with broker access may have filled with
     # headers py-amqp cannot decode (nested thousands deep): decoded through the guard, as in the worker.
@@ -149,7 +153,7 @@ def init_app(app: Flask, broker_url: str, work_queues: Sequence[str]) -> None:
         )
         return connection
 
-    app.extensions[EXTENSION] = BrokerCollector(connect, work_queues)
+    app.extensions[EXTENSION] = BrokerCollector(connect, work_queues, queue_type=queue_type)
     app.before_request(_start_timer)
     app.after_request(_count_request)
     app.register_blueprint(bp)
@@ -202,12 +206,16 @@ class BrokerCollector:
         connect: Callable[[], Connection],
         work_queues: Sequence[str],
         cache_seconds: float = BROKER_CACHE_SECONDS,
+        queue_type: QueueType = "classic",
     ) -> None:
         self._connect = connect
         self._queues: list[tuple[Queue, str]] = []
         for name in work_queues:
-            self._queues += [(work_queue(name), "work"), (dead_letter_queue(name), "dlq")]
-        self._queues.append((quarantine_queue(), "quarantine"))
+            self._queues += [
+                (work_queue(name, queue_type), "work"),
+                (dead_letter_queue(name, queue_type), "dlq"),
+            ]
+        self._queues.append((quarantine_queue(queue_type), "quarantine"))
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Metric]] | None = None
@@ -230,7 +238,7 @@ class BrokerCollector:
         deadline = time.monotonic() + BROKER_BUDGET
         try:
             with self._connect() as connection:
-                connection.ensure_connection(max_retries=0)
+                connection.ensure_connection(max_retries=retries_over_nodes(connection))
                 for queue, role in self._queues:
                     if time.monotonic() > deadline:
                         raise TimeoutError(

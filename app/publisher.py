@@ -65,8 +65,10 @@ from app.amqp_wire import (
 )
 from app.intake import AcceptedEvent, Intake, QuarantinedRecord
 from app.quarantine import QuarantineReport
+from kernel.broker_url import broker_nodes, retries_over_nodes
 from kernel.celery_app import task_time_limits
 from kernel.routing import QUARANTINE_QUEUE
+from kernel.settings import QueueType
 from kernel.topology import EVENTS_EXCHANGE, declare_all
 from kernel.wire import STREAM, TASK_NAME
 
@@ -207,10 +209,19 @@ class EventPublisher:
     one request's wait for its confirms does not hold up another thread's request.
     """
 
-    def __init__(self, celery_app: Celery, broker_url: str, queue_names: Iterable[str], timeout: float):
+    def __init__(
+        self,
+        celery_app: Celery,
+        broker_url: str,
+        queue_names: Iterable[str],
+        timeout: float,
+        queue_type: QueueType = "classic",
+    ):
         self._celery = celery_app
         self._broker_url = broker_url
+        self._nodes = len(broker_nodes(broker_url))
         self._queue_names = tuple(queue_names)
+        self._queue_type: QueueType = queue_type
         self._timeout = timeout
         self._guard = threading.Lock()  # guards _links, not the links themselves
         self._links: dict[int, _Link] = {}  # by thread identifier
@@ -355,7 +366,9 @@ class EventPublisher:
         bound = deadline or Deadline.after(self._timeout)
         connection = self._celery.connection_for_write(
             url=self._broker_url,
-            connect_timeout=max(min(self._timeout, bound.remaining()), 0.001),
+            # Per node: a node that takes the connection and never answers (its machine gone) must leave
+            # the others of a multi-node BROKER_URL their turn within the one deadline.
+            connect_timeout=max(min(self._timeout, bound.remaining()) / self._nodes, 0.001),
             # This connection waits for confirms per batch itself (ConfirmTracker); the socket
             # timeouts bound every synchronous call (declares, channel open) on a silent broker.
             transport_options={
@@ -367,7 +380,7 @@ class EventPublisher:
         try:
             _ensure_connection(connection, deadline)
             with socket_bounded(connection, bound):
-                declare_all(connection, self._queue_names)
+                declare_all(connection, self._queue_names, self._queue_type, keep_other_arguments=True)
                 channel = connection.channel()
                 tracker = ConfirmTracker(channel)
                 writes = BatchedWrites.install(connection)
@@ -502,15 +515,20 @@ _SPLICED = "[[0]"
 def _ensure_connection(connection: Connection, deadline: Deadline | None) -> None:
     """Connect, through kombu (which also fails over between the hosts of a multi-host BROKER_URL).
 
-    Without a deadline, one quick second try covers a blip and a down broker is a fast answer (kombu's
+    Without a deadline, one quick second round covers a blip and a down broker is a fast answer (kombu's
     default waits 2 s before its retry). With one, tries are a pause apart until a pause before it.
     """
     if deadline is None:
-        connection.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0, interval_max=0.2)
+        connection.ensure_connection(
+            max_retries=retries_over_nodes(connection, 2),
+            interval_start=0.2,
+            interval_step=0,
+            interval_max=0.2,
+        )
         return
     patience = deadline.remaining() - RECONNECT_PAUSE
     if patience <= 0:  # kombu reads a timeout of 0 as none at all
-        connection.ensure_connection(max_retries=0)
+        connection.ensure_connection(max_retries=retries_over_nodes(connection))
         return
     connection.ensure_connection(
         timeout=patience, interval_start=0.1, interval_step=0.1, interval_max=RECONNECT_PAUSE

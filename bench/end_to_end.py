@@ -283,6 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="sqlite,postgresql",
         help="ledger databases, in order (default sqlite,postgresql)",
     )
+    options.add_argument(
+        "--queue-type",
+        choices=["classic", "quorum"],
+        default="classic",
+        help="quorum: one more phase, ours with the first ledger database on a vhost of quorum queues",
+    )
     args = options.parse_args(argv)
     events = args.events or (300 if args.quick else 12_000)
     return run_benchmark("end_to_end", args, lambda scratch: run(args, scratch, events))
@@ -364,7 +370,56 @@ def run(args: Any, scratch: Path, events: int) -> dict[str, Any]:
                     _print_phase(phases[-1])
         finally:
             web.stop()
+        if args.queue_type == "quorum":
+            phases.append(quorum_phase(databases[0], env, scratch, bodies, args, common_counts(args, events)))
+            _print_phase(phases[-1])
     return report(info, args, phases, events)
+
+
+def common_counts(args: Any, events: int) -> tuple[int, int]:
+    """(warm-up requests, timed requests) of every phase."""
+    return (1 if args.quick else 5), -(-events // BATCH)
+
+
+def quorum_phase(
+    database: str,
+    env: dict[str, str],
+    scratch: Path,
+    bodies: list[bytes],
+    args: Any,
+    counts: tuple[int, int],
+) -> dict[str, Any]:
+    """Ours with ``database`` as ledger, receiver and workers on a vhost of their own with quorum queues."""
+    from kernel.routing import parse_routes
+    from kernel.settings import get_settings
+
+    queues = list(parse_routes(get_settings().routes).queues)
+    folder = scratch / "quorum"
+    folder.mkdir()
+    timeout = 60.0 if args.quick else 300.0
+    with private_vhost("e2e-quorum") as broker_url:
+        quorum_env = {**env, "BROKER_URL": broker_url, "AUTH0_EVENTS_QUEUE_TYPE": "quorum"}
+        web, base = start_web(quorum_env, folder, workers=2)
+        try:
+            with load_client(bodies) as executor, _ledger(database, folder) as url:
+                common = (quorum_env, folder, web, base, executor, *counts, args.concurrency, queues)
+                label = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[database]
+                return run_phase(f"ours, {label} ledger, quorum queues", "tasks", url, *common, timeout)
+        finally:
+            web.stop()
+
+
+@contextmanager
+def _ledger(database: str, folder: Path) -> Iterator[str]:
+    if database == "postgresql":
+        with private_postgres() as url:
+            yield url
+        return
+    from kernel.storage.db import upgrade
+
+    url = f"sqlite:///{folder / 'ledger.sqlite3'}"
+    upgrade(url)
+    yield url
 
 
 def _print_phase(phase: dict[str, Any]) -> None:
@@ -395,9 +450,17 @@ def report(info: dict[str, Any], args: Any, phases: list[dict[str, Any]], events
         default=0,
     )
     web_rss = max((p["rss_peak_mib"].get("web.child", 0.0) for p in phases), default=0.0)
+    quorum = [phase for phase in phases if phase["phase"].endswith("quorum queues")]
+    if quorum:
+        classic = next(p for p in phases if quorum[0]["phase"].startswith(p["phase"] + ","))
+        ratios["quorum/classic"] = round(quorum[0]["events_per_s"] / classic["events_per_s"], 3)
     print()
     for name, ratio in ratios.items():
-        print(f"ratio {name} / bare Celery = {ratio:.2f}")
+        print(
+            f"ratio {name} / bare Celery = {ratio:.2f}"
+            if name != "quorum/classic"
+            else f"{name} = {ratio:.2f}"
+        )
     print_targets(targets)
     print(f"peak RSS: receiver {web_rss:.0f} MiB per process, worker {worker_rss:.0f} MiB per process")
     return {

@@ -311,11 +311,112 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="extra gunicorn options (GUNICORN_CMD_ARGS), e.g. '--worker-class gthread --threads 4'",
     )
+    options.add_argument(
+        "--queue-type",
+        choices=["classic", "quorum"],
+        default="classic",
+        help="quorum: the receiver on classic and on quorum queues in alternating rounds (not A/ours/B)",
+    )
     args = options.parse_args(argv)
     duration = args.duration or (2.0 if args.quick else 12.0)
     rounds = args.rounds or (1 if args.quick else 3)
     concurrency = args.concurrency or 2 * args.processes
+    if args.queue_type == "quorum":
+        return run_benchmark(
+            "ingest-queue-types",
+            args,
+            lambda scratch: run_queue_types(args, scratch, duration, rounds, concurrency),
+        )
     return run_benchmark("ingest", args, lambda scratch: run(args, scratch, duration, rounds, concurrency))
+
+
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def run_queue_types(
+    args: Any, scratch: Path, duration: float, rounds: int, concurrency: int
+) -> dict[str, Any]:
+    """The receiver on a vhost of classic queues and on one of quorum queues (one node), rounds alternating
+    between them with the same load; returns the JSON payload with quorum's cost as ratios of classic."""
+    from kernel.routing import parse_routes
+
+    queues = list(parse_routes(BENCH_ROUTES).queues)
+    bodies = [
+        jsonl(batch) for batch in chunks(sample_records(4_000 if args.quick else 20_000, args.seed), BATCH)
+    ]
+    with contextlib.ExitStack() as stack:
+        urls = {kind: stack.enter_context(private_vhost(f"ingest-{kind}")) for kind in QUEUE_TYPES}
+        info = machine_info(urls["classic"])
+        print_machine(info)
+        webs: dict[str, tuple[Service, str]] = {}
+        for kind in QUEUE_TYPES:
+            env = {
+                "BROKER_URL": urls[kind],
+                "AUTH0_EVENTS_QUEUE_TYPE": kind,
+                "AUTH0_LOG_STREAM_TOKENS": BENCH_TOKEN,
+                "AUTH0_EVENTS_ROUTES": BENCH_ROUTES,
+                "DATABASE_URL": f"sqlite:///{scratch / 'ledger.sqlite3'}",
+                "PROMETHEUS_MULTIPROC_DIR": str(scratch / "metrics"),
+            }
+            (scratch / kind).mkdir()
+            webs[kind] = start_web(env, scratch / kind, args.processes)
+            stack.callback(webs[kind][0].stop)
+        executor = ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"), initializer=_load_init, initargs=(bodies,)
+        )
+        stack.callback(executor.shutdown)
+        per_round: list[dict[str, Any]] = []
+        for kind in QUEUE_TYPES:  # warm-up: each receiver process connects and declares
+            summarize_load(executor.submit(_load, webs[kind][1], concurrency, 1.0, None).result())
+        for number in range(1, rounds + 1):
+            result: dict[str, Any] = {}
+            for kind in QUEUE_TYPES if number % 2 else reversed(QUEUE_TYPES):
+                purge(urls[kind], queues)
+                result[kind] = measured_load(executor, *webs[kind], concurrency, duration, None)
+                purge(urls[kind], queues)
+            result["quorum/classic"] = round(
+                result["quorum"]["events_per_s"] / result["classic"]["events_per_s"], 3
+            )
+            per_round.append(result)
+            print(
+                f"round {number}: classic {result['classic']['events_per_s']:,.0f} events/s, "
+                f"quorum {result['quorum']['events_per_s']:,.0f} events/s "
+                f"(quorum/classic {result['quorum/classic']:.2f})",
+                flush=True,
+            )
+    summary: dict[str, dict[str, Any]] = {
+        kind: {
+            "events_per_s": round(float(statistics.median(r[kind]["events_per_s"] for r in per_round)), 1),
+            "latency_ms": {
+                key: round(float(statistics.median(r[kind]["latency_ms"][key] for r in per_round)), 1)
+                for key in ("p50", "p95", "p99")
+            },
+        }
+        for kind in QUEUE_TYPES
+    }
+    ratio = round(float(statistics.median(r["quorum/classic"] for r in per_round)), 3)
+    print(f"\n{'queues':<10}{'events/s':>12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for kind in QUEUE_TYPES:
+        latency = summary[kind]["latency_ms"]
+        print(
+            f"{kind:<10}{summary[kind]['events_per_s']:>12,.0f}"
+            + "".join(f"{latency[key]:>9.1f}" for key in ("p50", "p95", "p99"))
+        )
+    print(f"quorum/classic (median of the rounds'): {ratio:.2f}")
+    return {
+        "benchmark": "ingest-queue-types",
+        "machine": info,
+        "settings": {
+            "publishing_processes": args.processes,
+            "connections": concurrency,
+            "batch": BATCH,
+            "seconds_per_phase": duration,
+            "rounds": rounds,
+        },
+        "receiver": summary,
+        "ratios": {"quorum/classic": ratio},
+        "rounds": per_round,
+    }
 
 
 def run(args: Any, scratch: Path, duration: float, rounds: int, concurrency: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cli.stream.command:stream",
         "Watch the Auth0 log stream that delivers to this service, and fill the gaps it leaves.",
     ),
-    "topology": ("cli.topology:topology", "Declare and inspect exchanges, queues and DLQs."),
+    "topology": ("cli.topology.command:topology", "Declare, inspect and migrate exchanges, queues and DLQs."),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 from kombu.connection import Connection
 
+from kernel.broker_url import hide_passwords, retries_over_nodes
 from kernel.settings import ConfigurationError, Settings, get_settings
 
 # Exit codes scripts can rely on (click itself exits 2 for bad usage).
@@ -31,10 +32,9 @@ def settings_or_exit() -> Settings:
 
 
 def safe_broker_url(url: str) -> str:
-    """A broker URL with its password hidden (kombu's way: ``amqp://guest:**@host//``), for messages."""
-    from kombu.utils.url import maybe_sanitize_url
-
-    return str(maybe_sanitize_url(url))
+    """A broker URL with every node's password hidden (kombu's way: ``amqp://guest:**@host//``), for
+    messages."""
+    return hide_passwords(url)
 
 
 def connect_broker(settings: Settings, timeout: float = 10.0) -> Connection:
@@ -46,7 +46,12 @@ def connect_broker(settings: Settings, timeout: float = 10.0) -> Connection:
         settings.broker_url, connect_timeout=timeout, transport_options={"confirm_publish": True}
     )
     try:
-        connection.ensure_connection(max_retries=1, interval_start=0.5, interval_step=0, interval_max=0.5)
+        connection.ensure_connection(
+            max_retries=retries_over_nodes(connection, 2),
+            interval_start=0.5,
+            interval_step=0,
+            interval_max=0.5,
+        )
     except Exception as exc:  # noqa: BLE001 - kombu raises several kinds; all mean the same here
         connection.release()
         raise Unavailable(

@@ -15,6 +15,8 @@ from amqp.exceptions import ChannelError, NotFound
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from kernel.routing import DLQ_SUFFIX, QUARANTINE_QUEUE
+from kernel.settings import QueueType
 from kernel.topology import (
     DEAD_LETTER_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -61,7 +63,9 @@ class DeclareReport:
         }
 
 
-def declare_topology(connection: Connection, work_queue_names: Iterable[str]) -> DeclareReport:
+def declare_topology(
+    connection: Connection, work_queue_names: Iterable[str], queue_type: QueueType
+) -> DeclareReport:
     """Declare both exchanges, each work queue and its binding, each DLQ, and the quarantine queue.
 
     Idempotent. An entity the broker refuses (406: it exists with other arguments or type) is reported
@@ -72,9 +76,9 @@ def declare_topology(connection: Connection, work_queue_names: Iterable[str]) ->
         _declare_exchange(connection, DEAD_LETTER_EXCHANGE, "dead-letter"),
     ]
     for name in work_queue_names:
-        declarations.append(_declare_queue(connection, work_queue(name), "work"))
-        declarations.append(_declare_queue(connection, dead_letter_queue(name), "dlq"))
-    declarations.append(_declare_queue(connection, quarantine_queue(), "quarantine"))
+        declarations.append(_declare_queue(connection, work_queue(name, queue_type), "work"))
+        declarations.append(_declare_queue(connection, dead_letter_queue(name, queue_type), "dlq"))
+    declarations.append(_declare_queue(connection, quarantine_queue(queue_type), "quarantine"))
     return DeclareReport(tuple(declarations))
 
 
@@ -169,7 +173,7 @@ def queue_state(connection: Connection, name: str) -> QueueState:
 def topology_status(connection: Connection, work_queue_names: Iterable[str]) -> TopologyStatus:
     """Return the state of each work queue, its DLQ, and the quarantine queue."""
     work_queues = tuple(
-        WorkQueueStatus(queue_state(connection, name), queue_state(connection, dead_letter_queue(name).name))
+        WorkQueueStatus(queue_state(connection, name), queue_state(connection, name + DLQ_SUFFIX))
         for name in work_queue_names
     )
-    return TopologyStatus(work_queues, queue_state(connection, quarantine_queue().name))
+    return TopologyStatus(work_queues, queue_state(connection, QUARANTINE_QUEUE))

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kernel.broker_url import broker_url_problem
+
 # Logins, signups, logouts, password changes, user deletions, and every code a built-in handler listens to
 # (breached passwords, blocked accounts and IPs, refresh-token reuse). The rest (Management API calls,
 # token exchanges, silent authentication, ...) is filtered: `*=auth0.other` routes it too.
@@ -21,6 +23,8 @@ DEFAULT_ROUTES = (
 MAX_SAFE_COUNTDOWN_SECONDS = 20 * 60
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
+#: The RabbitMQ queue types the service declares its queues with (kernel/topology.py).
+QueueType = Literal["classic", "quorum"]
 
 # Stream and API tokens are bearer secrets the operator makes up. 32 characters is the shortest common
 # way to write 128 random bits (`openssl rand -hex 16`), the strength a guessable-online secret needs;
@@ -45,6 +49,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True)
 
     broker_url: str = Field("amqp://guest:guest@localhost:5672//", validation_alias="BROKER_URL")
+    # Every work queue, DLQ and the quarantine queue is declared with this type; an existing deployment
+    # changes it with `auth0-events topology migrate` (RabbitMQ cannot redeclare a queue in place).
+    queue_type: QueueType = Field("classic", validation_alias="AUTH0_EVENTS_QUEUE_TYPE")
     log_stream_tokens: CommaList = Field((), validation_alias="AUTH0_LOG_STREAM_TOKENS")
     allow_unauthenticated: bool = Field(False, validation_alias="AUTH0_EVENTS_ALLOW_UNAUTHENTICATED")
     routes: str = Field(DEFAULT_ROUTES, validation_alias="AUTH0_EVENTS_ROUTES")
@@ -128,6 +135,15 @@ class Settings(BaseSettings):
                     f"e.g. from `{MAKE_A_TOKEN}`"
                 )
         return tokens
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url_lists_amqp_nodes(cls, url: str) -> str:
+        # One node, or a cluster's nodes in kombu's failover form: amqp://…;amqp://…
+        problem = broker_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
     @field_validator("metrics_port", mode="before")
     @classmethod

@@ -84,6 +84,7 @@ class DeclareTopology(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, consumer: Any) -> None:
         """Declare on the consumer's connection; runs again after every reconnection."""
-        queues = parse_routes(get_settings().routes).queues
-        declared = declare_all(consumer.connection, queues)
+        settings = get_settings()
+        queues = parse_routes(settings.routes).queues
+        declared = declare_all(consumer.connection, queues, settings.queue_type)
         logger.info("declared %d queues (work queues, their DLQs and the quarantine queue)", len(declared))

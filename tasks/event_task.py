@@ -15,6 +15,7 @@ from kernel.logging_setup import log_context
 from kernel.pii import current_personal_values, mask_text, personal_values
 from kernel.settings import get_settings
 from kernel.storage.models import utcnow
+from kernel.topology import source_queue
 from kernel.wire import STREAM, TASK_NAME
 from tasks import metrics
 from tasks.celery_app import app
@@ -38,7 +39,12 @@ class MaskedError(Exception):
 def retry_policy() -> RetryPolicy:
     """Return the retry policy configured by AUTH0_EVENTS_MAX_RETRIES and AUTH0_EVENTS_RETRY_BACKOFF_*."""
     settings = get_settings()
-    return RetryPolicy(settings.max_retries, settings.retry_backoff_base, settings.retry_backoff_max)
+    return RetryPolicy(
+        settings.max_retries,
+        settings.retry_backoff_base,
+        settings.retry_backoff_max,
+        whole_seconds=settings.queue_type == "quorum",
+    )
 
 
 @app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None)
@@ -51,12 +57,17 @@ def handle_event(
     source: str | None = None,
 ) -> None:
     """Run the handlers subscribed to one Auth0 log event (type and log_id label it in Flower)."""
-    queue = self.request.delivery_info.get("routing_key")
+    queue = _source_queue(self)
     with (
         log_context(log_id=log_id, event_type=event_type, queue=queue, task_id=self.request.id),
         personal_values(*_personal_values(record)),
     ):
         _handle(self, record, event_type, log_id, received_at, source)
+
+
+def _source_queue(task: Task) -> str | None:
+    routing_key = task.request.delivery_info.get("routing_key")
+    return source_queue(routing_key) if routing_key else None
 
 
 def _personal_values(record: object) -> list[str]:
@@ -140,7 +151,7 @@ class _Failure:
             "log_id": self.log_id,
             "event_type": self.event_type,
             "task_id": request.id,
-            "queue": request.delivery_info.get("routing_key"),
+            "queue": _source_queue(self.task),
             "retries": request.retries,
             "reason": self.reason,
         }
@@ -165,9 +176,13 @@ def _retry(failure: _Failure, countdown: float) -> NoReturn:
     # argsrepr again: Celery's retry would otherwise show the whole record (names, emails) in Flower.
     # throw=False and "from cause": raised inside retry(), the Retry would chain the original
     # exception, whose text Celery's log line and Flower's traceback would then show.
+    # queue: Celery would otherwise route a delayed retry (quorum queues) by task_default_queue's
+    # routing key, sending every queue's retries to the first queue (celery.app.routes adds the
+    # default queue to options that name only an exchange and routing key).
     retry = task.retry(
         exc=failure.cause,
         countdown=countdown,
+        queue=_source_queue(task),
         max_retries=None,
         argsrepr=task.request.argsrepr,
         throw=False,

@@ -20,6 +20,7 @@ from kombu.connection import Connection
 from kombu.messaging import Producer
 
 from kernel.amqp_properties import MARKER_HEADER, flaw
+from kernel.broker_url import retries_over_nodes
 from kernel.record_limits import deepest
 from kernel.storage.models import utcnow
 from kernel.topology import DEAD_LETTER_EXCHANGE
@@ -106,7 +107,9 @@ class Refuser:
             # would close it; a lost connection is opened again on the next refusal.
             connection = self._app.connection_for_write(connect_timeout=self._timeout, heartbeat=0)
             try:
-                connection.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0)
+                connection.ensure_connection(
+                    max_retries=retries_over_nodes(connection, 2), interval_start=0.2, interval_step=0
+                )
                 self._producer = Producer(connection.channel(), auto_declare=False)
             except BaseException:
                 connection.collect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -41,10 +42,18 @@ class RetryPolicy:
     max_retries: int
     backoff_base: float
     backoff_max: float
+    #: Round each delay up to whole seconds: with quorum work queues a countdown goes through Celery's
+    #: native delayed delivery, which delays by whole seconds only (kombu's calculate_routing_key truncates
+    #: 1.7 s to 1 and refuses 0.4 s with ValueError, which would fail the retry's publish).
+    whole_seconds: bool = False
 
     def backoff(self, retries: int, rng: Callable[[], float] = random.random) -> float:
         """Return the delay before retry number ``retries + 1``: uniform in [0, min(max, base·2^retries))."""
-        return float(rng() * min(self.backoff_max, self.backoff_base * 2**retries))
+        return self.delay(rng() * min(self.backoff_max, self.backoff_base * 2**retries))
+
+    def delay(self, seconds: float) -> float:
+        """``seconds`` as the broker can delay it: rounded up to a whole second when ``whole_seconds``."""
+        return float(math.ceil(seconds)) if self.whole_seconds else float(seconds)
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ def decide(policy: RetryPolicy, exc: BaseException, retries: int) -> Decision:
     if retries >= policy.max_retries:
         return Decision("dead_letter", f"gave up after {retries} retries: {reason}")
     asked = retry_after(exc)
-    countdown = policy.backoff(retries) if asked is None else min(policy.backoff_max, asked)
+    countdown = policy.backoff(retries) if asked is None else policy.delay(min(policy.backoff_max, asked))
     return Decision("retry", reason, countdown)
 
 

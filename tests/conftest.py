@@ -30,7 +30,7 @@ from tests.helpers import (
 )
 
 # Celery's own embedded-worker fixtures; pytest-celery's Docker ones are switched off (-p no:celery).
-pytest_plugins = ("celery.contrib.pytest",)
+pytest_plugins = ("celery.contrib.pytest", "tests.queue_types")
 
 # A test that uses one of these fixtures, directly or through others, is in that tier; so is a test marked
 # with a tier (a worker test that starts its processes itself, a test that runs the CLI, the benchmarks). A
@@ -140,11 +140,11 @@ def effects_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture
-def broker(broker_url: str) -> Iterator[Any]:
-    """A kombu connection to the private vhost, for reading queues directly."""
+def broker(broker_url: str, queue_type: str) -> Iterator[Any]:
+    """A kombu connection to the private vhost (of the test's queue type), for reading queues directly."""
     from kombu import Connection
 
-    with Connection(broker_url) as connection:
+    with Connection(os.environ["BROKER_URL"]) as connection:
         yield connection
 
 
@@ -157,7 +157,7 @@ def settings_for() -> Any:
 
 
 @pytest.fixture
-def make_app(settings_for: Any) -> Iterator[Any]:
+def make_app(settings_for: Any, queue_type: str) -> Iterator[Any]:
     """Create receivers with overridden settings; closes their broker connections afterwards.
 
     A receiver publishes to the run's vhost only when the test uses the broker (``broker_url``, ``broker``,
@@ -194,7 +194,7 @@ def session_worker(broker_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def start_worker(broker_url: str, tmp_path: Path) -> Iterator[Any]:
+def start_worker(broker_url: str, tmp_path: Path, queue_type: str) -> Iterator[Any]:
     """Start dedicated real workers (for kill tests); every one is stopped at the end of the test."""
     started: list[WorkerProcess] = []
 

@@ -381,7 +381,8 @@ def procfile_receiver(
             raise AssertionError(f"gunicorn exited:\n{receiver.log_text()[-3000:]}")
         try:
             return requests.get(f"{receiver.url}{ready}", timeout=10).status_code == 200
-        except requests.ConnectionError:
+        # Not yet: a timeout is a gunicorn worker still importing the app on a busy machine.
+        except (requests.ConnectionError, requests.Timeout):
             return False
 
     try:

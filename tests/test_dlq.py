@@ -34,6 +34,7 @@ from tests.helpers import (
     wait_for,
     with_action,
 )
+from tests.queue_types import both_queue_types
 
 pytestmark = pytest.mark.worker
 CLI = Path(sys.executable).parent / "auth0-events"
@@ -107,6 +108,7 @@ def effects(effects_dir: Path, log_ids: list[str]) -> list[int]:
     return [count_lines(effects_dir, "effects.log", f"effect {log_id}") for log_id in log_ids]
 
 
+@both_queue_types
 def test_list_counts_and_describes_each_message_with_the_reason_from_the_ledger(
     make_app: Any, start_worker: Any, broker: Any
 ) -> None:
@@ -194,6 +196,7 @@ def test_show_prints_the_whole_message_and_fails_for_an_unknown_log_id(
     assert depth(broker, f"{queue}.dlq") == 1
 
 
+@both_queue_types
 def test_replay_sends_fixed_events_back_to_their_worker_which_processes_them_once(
     make_app: Any, start_worker: Any, broker: Any, effects_dir: Path
 ) -> None:
@@ -614,7 +617,7 @@ def put_in_dlq(broker: Any, queue: str, body: bytes | list[Any], **headers: Any)
     """Publish ``body`` straight to ``queue``'s DLQ, as anyone with broker access (or RabbitMQ) could."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     with broker.channel() as channel:
-        dead_letter_queue(queue).bind(channel).declare()
+        dead_letter_queue(queue, "classic").bind(channel).declare()
         Producer(channel).publish(
             data,
             exchange=DEAD_LETTER_EXCHANGE.name,

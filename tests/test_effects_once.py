@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 from kernel.storage.db import session_scope
 from kernel.storage.models import Event
 from tests.helpers import AUTH, as_jsonl, count_lines, make_record, wait_for
+from tests.queue_types import both_queue_types
 
 pytestmark = pytest.mark.worker
 
@@ -150,6 +151,7 @@ def test_transactional_write_is_rolled_back_with_its_failure(
     assert transactional_writes(database_url, log_id) == 1
 
 
+@both_queue_types
 def test_worker_killed_mid_task_repeats_no_completed_effect(
     receiver: Any,
     start_worker: Any,

@@ -500,7 +500,7 @@ def test_worker_under_fuzzed_messages_dead_letters_them_and_goes_on(
     }
     published: list[Delivery] = []
     connections = [Connection(broker_url)]
-    declare_all(connections[0], [queue])
+    declare_all(connections[0], [queue], "classic")
 
     @settings(
         max_examples=int(os.environ.get("AUTH0_EVENTS_FUZZ_EXAMPLES", "200")),

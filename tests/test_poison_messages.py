@@ -355,7 +355,7 @@ def refusal_queue(broker: Any) -> str:
     """A declared work queue and its DLQ, consumed by no worker."""
     name = f"test.refuse.{uuid.uuid4().hex[:8]}"
     with broker.channel() as channel:
-        for queue in (work_queue(name), dead_letter_queue(name)):
+        for queue in (work_queue(name, "classic"), dead_letter_queue(name, "classic")):
             queue.bind(channel).declare()
     return name
 

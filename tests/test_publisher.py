@@ -62,12 +62,12 @@ def test_task_message_is_the_one_send_task_sends(
     [ours] = take_messages(broker, queue_name)
     kwargs = ours.decode()[1]
     with Connection(broker_url) as connection:
-        declare_all(connection, [queue_name])
+        declare_all(connection, [queue_name], "classic")
         celery_app.send_task(
             TASK_NAME,
             args=(record,),
             kwargs=kwargs,
-            queue=work_queue(queue_name),
+            queue=work_queue(queue_name, "classic"),
             connection=connection,
             argsrepr=f"(<auth0 log s {record['log_id']}>,)",
             declare=[],

@@ -130,7 +130,7 @@ def test_exchange_of_another_type_is_reported_and_queues_still_declared(vhost: C
     """An events exchange that exists as `direct` is refused alone; every queue is declared and bound."""
     with vhost.channel() as channel:
         Exchange(EVENTS_EXCHANGE.name, type="direct", durable=True).bind(channel).declare()
-    report = declare_topology(vhost, ["auth0.s"])
+    report = declare_topology(vhost, ["auth0.s"], "classic")
     assert [(d.kind, d.name) for d in report.refused] == [("exchange", "auth0.events")]
     assert "inequivalent arg 'type'" in str(report.refused[0].error)
     assert all(exists(vhost, name) for name in ("auth0.s", "auth0.s.dlq", "auth0.quarantine"))
@@ -142,7 +142,7 @@ def test_status_shows_depths_consumers_and_missing_queues(
     new_vhost: str, vhost: Connection, start_worker: Any
 ) -> None:
     """Depth and consumers per work queue, DLQ depth, quarantine; queues never declared are missing."""
-    declare_topology(vhost, ["auth0.s", "auth0.ss"])
+    declare_topology(vhost, ["auth0.s", "auth0.ss"], "classic")
     publish(vhost, EVENTS_EXCHANGE, "auth0.ss", count=3)
     publish(vhost, DEAD_LETTER_EXCHANGE, "auth0.ss", count=2)
     publish(vhost, EVENTS_EXCHANGE, "auth0.quarantine")

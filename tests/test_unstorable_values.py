@@ -92,7 +92,7 @@ def publish(queue: str, record: dict[str, Any]) -> None:
         TASK_NAME,
         args=(record,),
         kwargs={"event_type": record["data"]["type"], "log_id": record["log_id"]},
-        queue=work_queue(queue),
+        queue=work_queue(queue, "classic"),
     )
 
 

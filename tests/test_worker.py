@@ -18,6 +18,7 @@ from tests.helpers import (
     wait_for,
     with_action,
 )
+from tests.queue_types import both_queue_types
 
 pytestmark = pytest.mark.worker
 
@@ -41,8 +42,9 @@ def dead_lettered(broker: Any, queue: str, log_id: str) -> Any:
     return wait_for(look, 30, 0.1, f"{log_id} in {queue}.dlq")
 
 
+@both_queue_types
 def test_accepted_events_are_processed_by_the_worker_of_their_queue(
-    session_worker: Any, client: Any, effects_dir: Path
+    pipeline_worker: Any, client: Any, effects_dir: Path
 ) -> None:
     """Each accepted event runs its handlers once in the worker consuming its queue."""
     records = [make_record(t) for t in ("s", "ss", "fp", "limit_wc")]
@@ -52,21 +54,23 @@ def test_accepted_events_are_processed_by_the_worker_of_their_queue(
             lambda r=record: count_lines(effects_dir, "effects.log", f"effect {r['log_id']}") == 1,  # type: ignore[misc]  # a default argument binds the loop turn's value
             what=f"effect of {record['log_id']}",
         )
-    assert "auth0 event ss (Success Signup)" in session_worker.log_text()
+    assert "auth0 event ss (Success Signup)" in pipeline_worker.log_text()
 
 
-def test_transient_failure_succeeds_on_retry(session_worker: Any, client: Any, effects_dir: Path) -> None:
+@both_queue_types
+def test_transient_failure_succeeds_on_retry(pipeline_worker: Any, client: Any, effects_dir: Path) -> None:
     """A RetryableError on the first attempt is retried with backoff and then succeeds, once."""
     record = with_action(make_record("ss"), "fail_once")
     log_id = record["log_id"]
     post(client, record)
     wait_for(lambda: count_lines(effects_dir, "effects.log", f"effect {log_id}") == 1, what="effect")
     assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == 2
-    assert f"retrying event log_id={log_id} type=ss" in session_worker.log_text()
+    assert f"retrying event log_id={log_id} type=ss" in pipeline_worker.log_text()
 
 
+@both_queue_types
 def test_permanent_failure_goes_to_the_dlq_without_retries(
-    session_worker: Any, client: Any, broker: Any, effects_dir: Path
+    pipeline_worker: Any, client: Any, broker: Any, effects_dir: Path
 ) -> None:
     """A PermanentError dead-letters at once: one attempt, the message in <queue>.dlq, the reason logged."""
     record = with_action(make_record("fp"), "permanent")
@@ -80,8 +84,8 @@ def test_permanent_failure_goes_to_the_dlq_without_retries(
     assert message.decode()[0] == [record]
     log = wait_for(
         lambda: (
-            session_worker.log_text()
-            if f"dead-lettering event log_id={log_id}" in session_worker.log_text()
+            pipeline_worker.log_text()
+            if f"dead-lettering event log_id={log_id}" in pipeline_worker.log_text()
             else ""
         ),
         what="dead-letter log line",
@@ -92,8 +96,9 @@ def test_permanent_failure_goes_to_the_dlq_without_retries(
     )
 
 
+@both_queue_types
 def test_always_failing_handler_is_dead_lettered_after_the_configured_retries(
-    session_worker: Any, client: Any, broker: Any, effects_dir: Path
+    pipeline_worker: Any, client: Any, broker: Any, effects_dir: Path, queue_type: str
 ) -> None:
     """An always-failing handler runs 1 + AUTH0_EVENTS_MAX_RETRIES times, then lands in the DLQ."""
     record = with_action(make_record("fu"), "always_fail")
@@ -103,7 +108,13 @@ def test_always_failing_handler_is_dead_lettered_after_the_configured_retries(
     assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == MAX_RETRIES + 1
     assert message.headers["retries"] == MAX_RETRIES
     assert message.headers["x-death"][0]["reason"] == "rejected"
+    delays = {d["queue"] for d in message.headers["x-death"] if d["reason"] == "expired"}
+    if queue_type == "quorum":  # the retries waited in the broker (native delayed delivery), not the worker
+        assert delays
+        assert all(name.startswith("celery_delayed_") for name in delays)
+    else:
+        assert not delays
     assert (
         f"gave up after {MAX_RETRIES} retries: RuntimeError: this handler always fails"
-        in session_worker.log_text()
+        in pipeline_worker.log_text()
     )

@@ -19,6 +19,7 @@ from tests.helpers import (
     wait_for,
     with_action,
 )
+from tests.queue_types import both_queue_types
 
 pytestmark = pytest.mark.worker
 
@@ -45,6 +46,7 @@ def post(client: Any, record: dict[str, Any]) -> None:
     assert client.post("/webhooks/auth0", data=as_jsonl([record]), headers=AUTH).status_code == 202
 
 
+@both_queue_types
 def test_worker_killed_mid_task_is_processed_by_the_next_worker(
     receiver: Any, crash_queue: str, start_worker: Any, effects_dir: Path
 ) -> None:
@@ -61,6 +63,7 @@ def test_worker_killed_mid_task_is_processed_by_the_next_worker(
     assert "worker died while processing the event" in second.log_text()
 
 
+@both_queue_types
 def test_pool_child_killed_mid_task_is_processed(
     receiver: Any, crash_queue: str, start_worker: Any, effects_dir: Path
 ) -> None:
@@ -74,6 +77,7 @@ def test_pool_child_killed_mid_task_is_processed(
     assert "WorkerLostError" in worker.log_text() or "exited prematurely" in worker.log_text()
 
 
+@both_queue_types
 def test_event_that_kills_its_worker_every_time_ends_in_the_dlq(
     receiver: Any, crash_queue: str, start_worker: Any, broker: Any, effects_dir: Path
 ) -> None:

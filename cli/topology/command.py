@@ -11,16 +11,17 @@ from kombu.connection import Connection
 from kombu.exceptions import KombuError
 
 from cli.common import EXIT_FAILURE, Unavailable, connect_broker, echo_json, safe_broker_url, settings_or_exit
+from cli.topology.migration import MigrationError, QueueMigration, inspect, migrate, target_queues
 from kernel.broker_status import DeclareReport, QueueState, TopologyStatus, declare_topology, topology_status
 from kernel.routing import RouteSpecError, parse_routes
-from kernel.settings import Settings
+from kernel.settings import QueueType, Settings
 
 T = TypeVar("T")
 
 
 @click.group()
 def topology() -> None:
-    """Declare and inspect exchanges, queues and DLQs."""
+    """Declare, inspect and migrate exchanges, queues and DLQs."""
 
 
 @topology.command()
@@ -31,7 +32,9 @@ def declare(as_json: bool) -> None:
     A queue that already exists with other arguments is reported with RabbitMQ's reason and the rest
     are still declared; the command then exits 1. Exit 3: the broker cannot be reached.
     """
-    report = _with_broker(declare_topology)
+    report = _with_broker(
+        lambda connection, settings, names: declare_topology(connection, names, settings.queue_type)
+    )
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -53,7 +56,7 @@ def status(as_json: bool) -> None:
     A configured queue that does not exist on the broker is shown as missing and the command exits 1
     (`topology declare` creates it). Exit 3: the broker cannot be reached.
     """
-    state = _with_broker(topology_status)
+    state = _with_broker(lambda connection, _settings, names: topology_status(connection, names))
     if as_json:
         echo_json(state.to_dict())
     else:
@@ -67,12 +70,61 @@ def status(as_json: bool) -> None:
         raise SystemExit(EXIT_FAILURE)
 
 
-def _with_broker(action: Callable[[Connection, tuple[str, ...]], T]) -> T:
+@topology.command("migrate")
+@click.option(
+    "--to",
+    "queue_type",
+    type=click.Choice(["quorum", "classic"]),
+    required=True,
+    help="The queue type to move every queue to.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Show each queue's state and what would be done; change nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def migrate_command(queue_type: QueueType, dry_run: bool, as_json: bool) -> None:
+    """Move every work queue, DLQ and the quarantine queue to another type, keeping every message.
+
+    Each queue is swapped through a holding queue <queue>.migrating that takes its bindings meanwhile,
+    so receivers keep publishing. Stop the workers first (a queue with consumers is refused); then set
+    AUTH0_EVENTS_QUEUE_TYPE to the new type and start them. Safe to run again: it finishes an
+    interrupted migration. Exit 1: a queue could not be migrated; 3: the broker cannot be reached.
+    """
+
+    def run(connection: Connection, _settings: Settings, names: tuple[str, ...]) -> list[QueueMigration]:
+        queues = target_queues(names, queue_type)
+        if dry_run:
+            return inspect(connection, queues)
+        return migrate(connection, queues, lambda line: click.echo(line, err=True))
+
+    try:
+        result = _with_broker(run)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json({"to": queue_type, "dry_run": dry_run, "queues": [item.to_dict() for item in result]})
+        return
+    for item in result:
+        click.echo(_migration_line(item, queue_type, dry_run))
+
+
+def _migration_line(item: QueueMigration, queue_type: str, dry_run: bool) -> str:
+    holding = "" if item.holding_messages is None else f", {item.holding_messages} in {item.name}.migrating"
+    counts = f"{item.messages} messages, {item.consumers} consumers{holding}"
+    if not item.needs_work:
+        return f"{item.name}: already {queue_type} ({counts})"
+    if dry_run:
+        found = {"other": "to migrate", "missing": "missing, to declare", "target": "to finish"}[item.state]
+        return f"{item.name}: {found} ({counts})"
+    return f"{item.name}: now {queue_type}, {item.moved} messages moved"
+
+
+def _with_broker(action: Callable[[Connection, Settings, tuple[str, ...]], T]) -> T:
     settings = settings_or_exit()
     names = _work_queue_names(settings)
     connection = connect_broker(settings)
     try:
-        return action(connection, names)
+        return action(connection, settings, names)
     except (OSError, AMQPError, KombuError) as exc:
         raise Unavailable(f"lost the broker at {safe_broker_url(settings.broker_url)}: {exc}") from exc
     finally:
