@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Reject
@@ -100,50 +101,75 @@ def _apply(task: Task, decision: Decision, exc: Exception | None, log_id: str, e
     if get_settings().log_mask_pii:
         reason = mask_text(reason, current_personal_values())
         cause = MaskedError(reason).with_traceback(exc.__traceback__) if exc is not None else None
-    context = {
-        "log_id": log_id,
-        "event_type": event_type,
-        "task_id": task.request.id,
-        "queue": task.request.delivery_info.get("routing_key"),
-        "retries": task.request.retries,
-        "reason": reason,
-    }
-    record_failure(
-        log_id,
-        task.request.id,
-        "retrying" if decision.action == "retry" else "dead_lettered",
-        reason,
-    )
-    metrics.count_task(event_type, "retried" if decision.action == "retry" else "dead_lettered")
+    failure = _Failure(task, log_id, event_type, reason, cause)
     if decision.action == "retry":
-        logger.warning(
-            "retrying event log_id=%s type=%s in %.2fs (retry %d): %s",
-            log_id,
-            event_type,
-            decision.countdown,
-            task.request.retries + 1,
-            reason,
-            extra=context,
-        )
-        # max_retries=None: the policy above already bounded the count; Celery's own check must not
-        # turn the last permitted retry into a re-raise that skips the dead-letter reason.
-        # argsrepr again: Celery's retry would otherwise show the whole record (names, emails) in Flower.
-        # throw=False and "from cause": raised inside retry(), the Retry would chain the original
-        # exception, whose text Celery's log line and Flower's traceback would then show.
-        retry = task.retry(
-            exc=cause,
-            countdown=decision.countdown,
-            max_retries=None,
-            argsrepr=task.request.argsrepr,
-            throw=False,
-        )
-        raise retry from cause
+        _retry(failure, decision.countdown)
+    _dead_letter(failure)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A task's failed attempt: the reason (masked when asked) and the exception Celery is handed."""
+
+    task: Task
+    log_id: str
+    event_type: str
+    reason: str
+    cause: BaseException | None
+
+    def log_context(self) -> dict[str, Any]:
+        """The fields of the log line that reports it."""
+        request = self.task.request
+        return {
+            "log_id": self.log_id,
+            "event_type": self.event_type,
+            "task_id": request.id,
+            "queue": request.delivery_info.get("routing_key"),
+            "retries": request.retries,
+            "reason": self.reason,
+        }
+
+
+def _retry(failure: _Failure, countdown: float) -> NoReturn:
+    """Record and log the retry, and raise Celery's Retry for it ``countdown`` seconds from now."""
+    task = failure.task
+    record_failure(failure.log_id, task.request.id, "retrying", failure.reason)
+    metrics.count_task(failure.event_type, "retried")
+    logger.warning(
+        "retrying event log_id=%s type=%s in %.2fs (retry %d): %s",
+        failure.log_id,
+        failure.event_type,
+        countdown,
+        task.request.retries + 1,
+        failure.reason,
+        extra=failure.log_context(),
+    )
+    # max_retries=None: the policy above already bounded the count; Celery's own check must not
+    # turn the last permitted retry into a re-raise that skips the dead-letter reason.
+    # argsrepr again: Celery's retry would otherwise show the whole record (names, emails) in Flower.
+    # throw=False and "from cause": raised inside retry(), the Retry would chain the original
+    # exception, whose text Celery's log line and Flower's traceback would then show.
+    retry = task.retry(
+        exc=failure.cause,
+        countdown=countdown,
+        max_retries=None,
+        argsrepr=task.request.argsrepr,
+        throw=False,
+    )
+    raise retry from failure.cause
+
+
+def _dead_letter(failure: _Failure) -> NoReturn:
+    """Record and log the dead-lettering, and raise Reject without requeue (the queue's DLX takes it)."""
+    task = failure.task
+    record_failure(failure.log_id, task.request.id, "dead_lettered", failure.reason)
+    metrics.count_task(failure.event_type, "dead_lettered")
     logger.error(
         "dead-lettering event log_id=%s type=%s task_id=%s: %s",
-        log_id,
-        event_type,
+        failure.log_id,
+        failure.event_type,
         task.request.id,
-        reason,
-        extra=context,
+        failure.reason,
+        extra=failure.log_context(),
     )
-    raise Reject(reason, requeue=False) from cause
+    raise Reject(failure.reason, requeue=False) from failure.cause

@@ -1,4 +1,5 @@
-"""Shared fixtures: a private RabbitMQ vhost per run, the receiver, real workers, broker reads."""
+"""Hooks and fixtures: the run's environment, RabbitMQ and PostgreSQL made ready only for the tests that use
+them, real workers, and each test's tier from the fixtures it uses."""
 
 from __future__ import annotations
 
@@ -8,120 +9,114 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import (
+    DEFAULT_QUEUES,
+    POSTGRES_ADMIN_URL,
+    WorkerProcess,
+    check_broker,
+    private_postgres_database,
+    private_vhost,
+    refuse_publishes_to_test_full,
+    reload_settings,
+    run_environment,
+    sqlite_database,
+    use_broker,
+)
+
 # Celery's own embedded-worker fixtures; pytest-celery's Docker ones are switched off (-p no:celery).
 pytest_plugins = ("celery.contrib.pytest",)
 
-BROKER_HOST = "amqp://guest:guest@127.0.0.1:5672"
-TEST_TOKEN = "test-stream-token-4d1f-9b27c35e08a6f1d4"
-# The default routes plus one queue that only the in-process worker test consumes.
-TEST_ROUTES = (
-    "s,f,fp,fu,ss,fs,slo,flo,scp,fcp,sdu,pwd_leak,signup_pwd_leak,reset_pwd_leak,limit_wc,limit_mu,limit_sul,ferrt"
-    ",sapi=auth0.embedded"
-)
-DEFAULT_QUEUES = [f"auth0.{code}" for code in TEST_ROUTES.split(",")[:-1]]
-MAX_RETRIES = 2
-
-
-def _rabbitmqctl(*args: str) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        raise pytest.UsageError(
-            "rabbitmqctl not found: the tests create a private vhost on the RabbitMQ at 127.0.0.1:5672; "
-            "install rabbitmq-server, or set AUTH0_EVENTS_TEST_BROKER_URL to a vhost the tests may use"
-        )
-    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise pytest.UsageError(
-            f"RabbitMQ: `rabbitmqctl {' '.join(args)}` failed (is rabbitmq-server running? start it with "
-            f"`rabbitmq-server -detached`):\n{result.stderr or result.stdout}"
-        )
-
-
-def _create_vhost() -> tuple[str, str | None]:
-    url = os.environ.get("AUTH0_EVENTS_TEST_BROKER_URL")
-    if url:
-        return url, None
-    vhost = f"auth0-events-test-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    # test.full refuses every message, so publishes to it are nacked (tests/test_publish_failures.py).
-    _rabbitmqctl(
-        "set_policy",
-        "-p",
-        vhost,
-        "--apply-to",
-        "queues",
-        "refuse-all",
-        r"^test\.full$",
-        '{"max-length": 0, "overflow": "reject-publish"}',
-    )
-    return f"{BROKER_HOST}/{vhost}", vhost
-
-
-def _check_broker(url: str) -> None:
-    from kombu import Connection
-
-    try:
-        with Connection(url, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=2, interval_start=0.5)
-    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
-        raise pytest.UsageError(f"RabbitMQ at {url} is not reachable: {exc}") from exc
+# A test that uses one of these fixtures, directly or through others, is in that tier; so is a test marked
+# with a tier (a worker test that starts its processes itself, a test that runs the CLI, the benchmarks). A
+# test in no tier is `fast`: it needs neither RabbitMQ nor PostgreSQL nor a process of its own, which
+# _fast_tests_start_no_process enforces. The tiers are listed in pyproject.toml.
+TIER_OF_FIXTURE = {
+    "broker_url": "broker",
+    "new_vhost": "broker",
+    "postgres_admin_url": "database",
+    "session_worker": "worker",
+    "start_worker": "worker",
+}
+SLOW_TIERS = frozenset({"broker", "database", "worker", "process", "bench"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Point every process of the run (this one and the workers it starts) at a private vhost."""
-    url, vhost = _create_vhost()
-    _check_broker(url)
-    config.stash[_VHOST] = vhost
+    """Give every process of the run (this one and those it starts) the test environment and a migrated
+    SQLite ledger; BROKER_URL names a closed port until the broker_url fixture creates the private vhost."""
     effects = Path(tempfile.mkdtemp(prefix="auth0-events-effects-"))
     config.stash[_EFFECTS] = effects
-    os.environ.update(
-        {
-            "BROKER_URL": url,
-            "AUTH0_LOG_STREAM_TOKENS": f"{TEST_TOKEN},rotated-stream-token-6a0e2f9c41b87d35",
-            "AUTH0_EVENTS_ROUTES": TEST_ROUTES,
-            "AUTH0_EVENTS_MAX_RETRIES": str(MAX_RETRIES),
-            "AUTH0_EVENTS_RETRY_BACKOFF_BASE": "0.05",
-            "AUTH0_EVENTS_RETRY_BACKOFF_MAX": "0.2",
-            "AUTH0_EVENTS_PLUGINS": "tests.plugin_handlers",
-            "AUTH0_EVENTS_PUBLISH_TIMEOUT": "5",
-            # Only used where a test turns AUTH0_EVENTS_LOG_MASK_PII on, which requires it.
-            "AUTH0_EVENTS_LOG_MASK_KEY": "test-mask-key-0123456789abcdef0123",
-            "AUTH0_EVENTS_TEST_EFFECTS": str(effects),
-            "DATABASE_URL": f"sqlite:///{effects / 'ledger.sqlite3'}",
-        }
-    )
-    from kernel.settings import get_settings
+    os.environ.update(run_environment(effects))
     from kernel.storage.db import upgrade
 
-    get_settings.cache_clear()
-    get_settings()  # cached now, so tests that empty the environment cannot change this process's settings
     upgrade(os.environ["DATABASE_URL"])
+    reload_settings()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Delete the run's vhost and its queues."""
-    vhost = config.stash.get(_VHOST, None)
-    if vhost:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
+    """Delete the run's effects directory and ledger."""
     effects = config.stash.get(_EFFECTS, None)
     if effects:
         shutil.rmtree(effects, ignore_errors=True)
 
 
-_VHOST = pytest.StashKey[str | None]()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tiers (from its fixtures and markers), or `fast` when it has none."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        tiers = {tier for fixture, tier in TIER_OF_FIXTURE.items() if fixture in fixtures}
+        tiers |= {mark.name for mark in item.iter_markers() if mark.name in SLOW_TIERS}
+        for tier in sorted(tiers):
+            item.add_marker(tier)
+        if not tiers:
+            item.add_marker("fast")
+
+
 _EFFECTS = pytest.StashKey[Path]()
 
 
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `fast` test that starts a program fails, naming the marker it needs: the tier stays fast."""
+    if request.node.get_closest_marker("fast") is None:
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        pytest.fail(
+            f"{request.node.nodeid} starts a program ({args[1] if len(args) > 1 else kwargs.get('args')!r}): "
+            "mark it @pytest.mark.process, or use the fixture that makes it a broker/database/worker test",
+            pytrace=False,
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 @pytest.fixture(scope="session")
-def broker_url() -> str:
-    """The private vhost's URL."""
-    return os.environ["BROKER_URL"]
+def broker_url() -> Iterator[str]:
+    """The run's private vhost (AUTH0_EVENTS_TEST_BROKER_URL, or one created now and deleted at the end).
+
+    From here on this process's settings, its Celery app and every process it starts use it.
+    """
+    given = os.environ.get("AUTH0_EVENTS_TEST_BROKER_URL")
+    vhost: AbstractContextManager[str] = nullcontext(given) if given else private_vhost("auth0-events-test")
+    with vhost as url:
+        if not given:
+            refuse_publishes_to_test_full(url)
+        check_broker(url)
+        use_broker(url)
+        yield url
+
+
+@pytest.fixture
+def new_vhost() -> Iterator[str]:
+    """A fresh, empty vhost of this test's own on the local RabbitMQ (its URL); deleted afterwards."""
+    with private_vhost("auth0-events-own") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +144,11 @@ def settings_for() -> Any:
 
 @pytest.fixture
 def make_app(settings_for: Any) -> Iterator[Any]:
-    """Create receivers with overridden settings; closes their broker connections afterwards."""
+    """Create receivers with overridden settings; closes their broker connections afterwards.
+
+    A receiver publishes to the run's vhost only when the test uses the broker (``broker_url``, ``broker``,
+    ``client``); otherwise its BROKER_URL refuses connections.
+    """
     from app import create_app
 
     created = []
@@ -165,16 +164,14 @@ def make_app(settings_for: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def client(make_app: Any) -> Any:
-    """A test client of the receiver as configured by the test environment."""
+def client(broker_url: str, make_app: Any) -> Any:
+    """A test client of the receiver as configured by the test environment, publishing to the run's vhost."""
     return make_app().test_client()
 
 
 @pytest.fixture(scope="session")
-def session_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def session_worker(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One real worker consuming every default queue, shared by the tests that only need processing."""
-    from tests.helpers import WorkerProcess
-
     log_path = tmp_path_factory.mktemp("workers") / "session-worker.log"
     worker = WorkerProcess(DEFAULT_QUEUES, f"session-{uuid.uuid4().hex[:6]}", log_path, concurrency=2)
     worker.start()
@@ -183,10 +180,8 @@ def session_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Any]:
+def start_worker(broker_url: str, tmp_path: Path) -> Iterator[Any]:
     """Start dedicated real workers (for kill tests); every one is stopped at the end of the test."""
-    from tests.helpers import WorkerProcess
-
     started: list[WorkerProcess] = []
 
     def start(queues: list[str], env: dict[str, str] | None = None, concurrency: int = 1) -> WorkerProcess:
@@ -200,42 +195,47 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
         worker.stop()
 
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "AUTH0_EVENTS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@contextmanager
-def private_postgres_database() -> Iterator[str]:
-    """Create a migrated PostgreSQL database of the caller's own; drop it afterwards."""
-    from kernel.storage.scratch_db import ScratchDatabaseError, scratch_postgres_database
-
-    try:
-        with scratch_postgres_database(POSTGRES_ADMIN_URL, "auth0_events_test") as url:
-            yield url
-    except ScratchDatabaseError as exc:  # raised only while creating it, before the yield
-        pytest.fail(
-            f"PostgreSQL at {POSTGRES_ADMIN_URL} is not usable ({exc}); start it with "
-            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set "
-            "AUTH0_EVENTS_TEST_POSTGRES_URL",
-            pytrace=False,
-        )
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """The PostgreSQL login the tests create their databases with (AUTH0_EVENTS_TEST_POSTGRES_URL)."""
+    return POSTGRES_ADMIN_URL
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A PostgreSQL database of this run's own, migrated; dropped at the end."""
-    with private_postgres_database() as url:
+    with private_postgres_database(postgres_admin_url) as url:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test using this runs twice: on a fresh migrated SQLite file, and on the run's PostgreSQL."""
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("postgres_url"))
-    from kernel.storage.db import upgrade
+@pytest.fixture
+def new_postgres_database(postgres_admin_url: str) -> Any:
+    """Make migrated PostgreSQL databases of the test's own: ``with new_postgres_database() as url:``."""
+    return lambda: private_postgres_database(postgres_admin_url)
 
-    url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
-    upgrade(url)
-    return url
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> str:
+    """The PostgreSQL database of database_url's postgresql case: the run's. A test module whose tests
+    need a database of their own (migrations going down, tables emptied) overrides this fixture."""
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.database)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs twice: on a fresh migrated SQLite file, and on PostgreSQL
+    (``postgres_database``: the run's database unless the module says otherwise)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_database"))
+    path = tmp_path / "test.sqlite3"
+    shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite ledger migrated to head once per run; database_url hands each test a copy (migrating takes
+    a large part of a second, copying none)."""
+    path = tmp_path_factory.mktemp("sqlite") / "migrated.sqlite3"
+    sqlite_database(path)
+    return path

@@ -38,9 +38,8 @@ from tasks.builtin.alerts import (
     send_alert,
 )
 from tasks.handlers import PermanentError, RetryableError, registered, unregister
-from tests.conftest import TEST_TOKEN
 from tests.fake_webhook import FakeWebhook
-from tests.helpers import as_jsonl, make_record, wait_for
+from tests.helpers import TEST_TOKEN, as_jsonl, make_record, wait_for
 
 # Importing the module registered its handler in this process; keep the registration for the test below
 # and take it out, so in-process tests of other modules do not start sending alerts.

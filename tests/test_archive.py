@@ -29,11 +29,10 @@ from kernel.storage.archive import (
     parse_types,
     search_events,
 )
-from kernel.storage.db import session_scope, transaction, upgrade
+from kernel.storage.db import session_scope, transaction
 from kernel.storage.models import Event
 from tasks.ledger import record_attempt, record_outcome
-from tests.conftest import TEST_TOKEN, private_postgres_database
-from tests.helpers import make_record
+from tests.helpers import TEST_TOKEN, make_record, private_postgres_database
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 API_TOKEN = "api-secret-3f7a9c1e5b2d8064f0a7c9e1"
@@ -97,20 +96,16 @@ def store(database_url: str, stored: Stored, log_id: str | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def archive_postgres_url() -> Iterator[str]:
+def archive_postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A PostgreSQL database of this module's own: its fixture empties the events table for each test."""
-    with private_postgres_database() as url:
+    with private_postgres_database(postgres_admin_url) as url:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test runs on a fresh migrated SQLite file and on this module's PostgreSQL database."""
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("archive_postgres_url"))
-    url = f"sqlite:///{tmp_path / 'archive.sqlite3'}"
-    upgrade(url)
-    return url
+@pytest.fixture
+def postgres_database(archive_postgres_url: str) -> str:
+    """database_url's PostgreSQL database is this module's own."""
+    return archive_postgres_url
 
 
 @pytest.fixture

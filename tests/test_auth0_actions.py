@@ -26,9 +26,17 @@ from tasks.builtin import auth0_actions
 from tasks.builtin.auth0_actions import assign_signup_roles, block_breached_user
 from tasks.handlers import PermanentError, RetryableError
 from tasks.metrics import REGISTRY
-from tests.conftest import TEST_TOKEN
 from tests.fake_auth0 import DATABASE_CONNECTION, FakeAuth0, breached_password_record, statuses
-from tests.helpers import ROOT, as_jsonl, free_port, make_record, take_messages, task_kwargs, wait_for
+from tests.helpers import (
+    ROOT,
+    TEST_TOKEN,
+    as_jsonl,
+    free_port,
+    make_record,
+    take_messages,
+    task_kwargs,
+    wait_for,
+)
 
 USER = "auth0|61823277a44a21007221a59a"
 ROLES = ("rol_reader", "rol_member")
@@ -461,6 +469,7 @@ BLOCKS_NOT: dict[str, list[str]] = dict.fromkeys(BREACHED_CODES, [])
     ],
     ids=["both-off", "block-only", "roles-only", "both-on"],
 )
+@pytest.mark.process
 def test_each_action_registers_only_when_configured(block: str, roles: str, expected: dict[str, Any]) -> None:
     """Importing the module under given settings subscribes exactly the configured actions.
 

@@ -11,7 +11,6 @@ import json
 import os
 import pty
 import select
-import socket
 import subprocess
 import sys
 import uuid
@@ -28,12 +27,12 @@ from sqlalchemy import delete
 
 from app.intake import Intake
 from app.publisher import PublishError
-from cli.backfill.run import Checkpoint, CheckpointStore, Limits, Pacer, ServiceUnavailable, run_backfill
+from cli.backfill.run import Checkpoint, CheckpointStore, Limits, QuotaPacer, ServiceUnavailable, run_backfill
 from kernel.routing import parse_routes
 from kernel.storage.db import session_scope, upgrade
 from kernel.storage.models import BackfillCheckpoint, Event, utcnow
 from tests.fake_auth0 import Call, FakeAuth0, make_logs, statuses
-from tests.helpers import ROOT, take_messages, task_kwargs, wait_for
+from tests.helpers import ROOT, free_port, take_messages, task_kwargs, wait_for
 
 CLI = Path(sys.executable).parent / "auth0-events"
 START = datetime(2026, 11, 20, tzinfo=UTC)
@@ -86,8 +85,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def backfill(fake: FakeAuth0, routes: str, sqlite_url: str) -> Callable[..., Run]:
-    """Run the command against the fake with --json and --rate 50; keyword arguments override the env."""
+def backfill(broker_url: str, fake: FakeAuth0, routes: str, sqlite_url: str) -> Callable[..., Run]:
+    """Run the command against the fake with --json and --rate 50, publishing to the run's vhost; keyword
+    arguments override the env."""
 
     def run(*args: str, database_url: str = sqlite_url, **env: str) -> Run:
         environment = {
@@ -139,14 +139,6 @@ def link_target(call: Call) -> str:
     assert link.endswith('>; rel="next"'), link
     url = urlsplit(link.removeprefix("<").removesuffix('>; rel="next"'))
     return f"{url.path}?{url.query}"
-
-
-def unused_port() -> int:
-    """A port that was free a moment ago, so nothing listens on it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_thousands_of_logs_are_published_once_each_to_their_queue(
@@ -414,7 +406,7 @@ def test_refused_credentials_fail_cleanly_naming_the_fix(
 
 def test_unreachable_auth0_exits_3_after_retries(backfill: Callable[..., Run]) -> None:
     """Connection refused at AUTH0_DOMAIN: retries with backoff, then exit 3 naming the domain."""
-    domain = f"127.0.0.1:{unused_port()}"
+    domain = f"127.0.0.1:{free_port()}"
 
     run = backfill("--from", BEFORE_ALL, "--retries", "1", AUTH0_DOMAIN=domain)
 
@@ -482,7 +474,7 @@ def test_unreachable_broker_or_database_exits_3_before_asking_auth0(
     fake: FakeAuth0, backfill: Callable[..., Run], tmp_path: Path, variable: str, value: str, says: str
 ) -> None:
     """Broker or database refusing connections, or not migrated: exit 3 naming it, and no Auth0 call."""
-    run = backfill("--from", BEFORE_ALL, **{variable: value.format(port=unused_port(), tmp=tmp_path)})
+    run = backfill("--from", BEFORE_ALL, **{variable: value.format(port=free_port(), tmp=tmp_path)})
 
     assert run.returncode == 3, run.stderr
     assert says in run.stderr
@@ -504,7 +496,7 @@ def test_start_must_be_given_once_or_saved(fake: FakeAuth0, backfill: Callable[.
 
 
 def test_progress_is_drawn_when_stderr_is_a_terminal(
-    fake: FakeAuth0, routes: str, sqlite_url: str, tmp_path: Path
+    broker_url: str, fake: FakeAuth0, routes: str, sqlite_url: str, tmp_path: Path
 ) -> None:
     """On a terminal: a line per page with pages, logs, logs/s and the current log_id and date."""
     logs = make_logs(300, START)
@@ -571,8 +563,8 @@ class FakeClock:
 
 def test_pacer_spaces_requests_and_holds_them_while_none_remain() -> None:
     """--rate spaces requests; x-ratelimit-remaining: 0 holds the next one until x-ratelimit-reset."""
-    clock, notes = FakeClock(), []
-    pacer = Pacer(4, notes.append, max_wait=60, clock=lambda: clock.now, sleep=clock.sleep)
+    clock, notes = FakeClock(), list[str]()
+    pacer = QuotaPacer(4, notes.append, max_wait=60, clock=lambda: clock.now, sleep=clock.sleep)
     pacer.wait()
     pacer.wait()
     pacer.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(clock.now + 3)})

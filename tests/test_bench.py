@@ -16,8 +16,6 @@ import pytest
 
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.worker
-
 # What the test environment (tests/conftest.py) sets for the tests' own vhost and handlers: a benchmark
 # chooses its own vhost, routes and database, and measures the default handlers, not the test plug-ins.
 _TEST_VARIABLES = ("BROKER_URL", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")
@@ -31,6 +29,8 @@ def _environment() -> dict[str, str]:
     }
 
 
+@pytest.mark.bench
+@pytest.mark.worker  # each benchmark starts its own workers (and receivers) on a vhost of its own
 @pytest.mark.parametrize("name", ["ingest", "end_to_end", "memory", "confirms"])
 def test_quick_run_prints_the_machine_and_writes_its_json(name: str, tmp_path: Path) -> None:
     """``python -m bench.<name> --quick`` exits 0, names the machine and versions, and writes its figures."""

@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_TOKEN
 from tests.helpers import (
+    BEARER_AUTH,
     as_jsonl,
     make_record,
     procfile_receiver,
     take_messages,
 )
-
-AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 LIMIT = 64 * 1024
 
@@ -84,7 +82,9 @@ def test_a_body_over_the_limit_is_413_however_it_is_framed(
     _host, port, queue = gunicorn_url
     head, _count = body_of_size(LIMIT)
     body = head + b"\n" + as_jsonl([make_record("s") for _ in range(20)])
-    status, answer = post_raw(port, "POST", body, {**AUTH, "Content-Type": "application/json"}, chunked)
+    status, answer = post_raw(
+        port, "POST", body, {**BEARER_AUTH, "Content-Type": "application/json"}, chunked
+    )
     assert status == 413, answer
     assert answer["error"] == "request_entity_too_large"
     assert take_messages(broker, queue) == []
@@ -98,7 +98,9 @@ def test_a_body_within_the_limit_is_accepted_whole_however_it_is_framed(
     """At the limit exactly, one byte under, or well under: every record of the body is enqueued."""
     _host, port, queue = gunicorn_url
     body, count = body_of_size(size)
-    status, answer = post_raw(port, "POST", body, {**AUTH, "Content-Type": "application/json"}, chunked)
+    status, answer = post_raw(
+        port, "POST", body, {**BEARER_AUTH, "Content-Type": "application/json"}, chunked
+    )
     assert status == 202, answer
     assert answer["received"] == answer["accepted"] == count
     assert len(take_messages(broker, queue)) == count

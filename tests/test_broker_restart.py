@@ -16,11 +16,11 @@ import pytest
 from kombu import Connection
 
 from tests import rabbitmq_node
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, make_record, take_messages
+from tests.helpers import make_record, post_batch, take_messages
 from tests.rabbitmq_node import NodeError, RabbitNode
 
-AUTH = {"Authorization": TEST_TOKEN}
+pytestmark = [pytest.mark.broker, pytest.mark.process]  # a RabbitMQ node of its own
+
 PUBLISH_TIMEOUT = 8.0
 
 
@@ -58,11 +58,6 @@ def client(make_app: Any, running: RabbitNode, queue: str) -> Any:
     return app.test_client()
 
 
-def post(client: Any, *records: dict[str, Any]) -> Any:
-    """POST records as JSON Lines with the test token."""
-    return client.post("/webhooks/auth0", data=as_jsonl(records), headers=AUTH)
-
-
 def queued(node: RabbitNode, queue: str) -> list[dict[str, Any]]:
     """Take the records now in ``queue``."""
     with Connection(node.url) as connection:
@@ -72,9 +67,9 @@ def queued(node: RabbitNode, queue: str) -> list[dict[str, Any]]:
 def test_the_request_after_a_broker_restart_is_accepted(client: Any, running: RabbitNode, queue: str) -> None:
     """RabbitMQ restarted between two requests: the second one reconnects and gets its 202."""
     first, second = make_record("s"), make_record("s")
-    assert post(client, first).status_code == 202
+    assert post_batch(client, first).status_code == 202
     running.restart()
-    response = post(client, second)
+    response = post_batch(client, second)
     assert response.status_code == 202, response.json
     assert queued(running, queue) == [first, second]
 
@@ -84,12 +79,12 @@ def test_a_request_during_a_short_outage_waits_for_the_broker(
 ) -> None:
     """The broker is down when the request comes and back within the publish timeout: 202, not 503."""
     first, second = make_record("s"), make_record("s")
-    assert post(client, first).status_code == 202
+    assert post_batch(client, first).status_code == 202
     running.stop_app()
     back = threading.Timer(0.5, running.start_app)
     back.start()
     try:
-        response = post(client, second)
+        response = post_batch(client, second)
     finally:
         back.join()
     assert response.status_code == 202, response.json
@@ -103,10 +98,10 @@ def test_a_broker_that_stays_away_is_a_503_within_the_publish_timeout(
     Retry-After (Auth0 sends the batch again); /readyz answers 503 at once."""
     timeout = 2.0
     client = make_app(broker_url=running.url, routes=f"s={queue}", publish_timeout=timeout).test_client()
-    assert post(client, make_record("s")).status_code == 202
+    assert post_batch(client, make_record("s")).status_code == 202
     running.stop_app()
     started = time.monotonic()
-    response = post(client, make_record("s"))
+    response = post_batch(client, make_record("s"))
     elapsed = time.monotonic() - started
     assert response.status_code == 503
     assert response.headers["Retry-After"]

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from kernel.storage import db
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.helpers import POSTGRES_ADMIN_URL
 
 
 def backend_pid(url: str) -> int:

@@ -19,11 +19,13 @@ from kombu import Producer
 
 from cli.dlq import dead_letters
 from cli.dlq.command import dlq
-from cli.dlq.dead_letters import DeadLetter, Pacer, Selection
+from cli.dlq.dead_letters import DeadLetter, Selection
+from cli.pacing import Pacer
 from kernel.amqp_properties import Unreadable
 from kernel.topology import DEAD_LETTER_EXCHANGE, dead_letter_queue
-from tests.conftest import MAX_RETRIES, TEST_TOKEN
 from tests.helpers import (
+    AUTH,
+    MAX_RETRIES,
     WorkerProcess,
     as_jsonl,
     count_lines,
@@ -34,7 +36,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.worker
-AUTH = {"Authorization": TEST_TOKEN}
 CLI = Path(sys.executable).parent / "auth0-events"
 PERMANENT_REASON = "permanent error: PermanentError: user does not exist upstream"
 
@@ -77,7 +78,7 @@ def dead_letter(
     records: list[dict[str, Any]],
 ) -> WorkerProcess:
     """Start a worker on ``queues``, POST ``records`` and wait until each failing one is dead-lettered."""
-    worker = start_worker(queues, env={"AUTH0_EVENTS_ROUTES": routes})
+    worker: WorkerProcess = start_worker(queues, env={"AUTH0_EVENTS_ROUTES": routes})
     response = (
         make_app(routes=routes).test_client().post("/webhooks/auth0", data=as_jsonl(records), headers=AUTH)
     )

@@ -15,8 +15,7 @@ import pytest
 from kombu import Producer
 
 from tasks.consumer import GuardedConsumer
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, count_lines, make_record, take_messages, wait_for
+from tests.helpers import TEST_TOKEN, as_jsonl, count_lines, make_record, take_messages, wait_for
 
 
 @pytest.fixture

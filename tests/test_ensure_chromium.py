@@ -13,7 +13,11 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.process  # runs scripts/ensure-chromium and a copy of scripts/test
 
 INSTALL = "sudo apt-get install chromium"
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import TEST_TOKEN
 from tests.helpers import (
     ROOT,
+    TEST_TOKEN,
     WorkerProcess,
     as_jsonl,
     free_port,

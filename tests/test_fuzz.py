@@ -26,8 +26,7 @@ from hypothesis import strategies as st
 from kombu import Connection
 from sqlalchemy import create_engine, text
 
-from tests.conftest import TEST_TOKEN
-from tests.helpers import ReceiverProcess, WorkerProcess, procfile_receiver, wait_for
+from tests.helpers import TEST_TOKEN, ReceiverProcess, WorkerProcess, procfile_receiver, wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -153,7 +152,8 @@ def records(draw: st.DrawFn) -> str:
         return _object([("log_id", log_id), ("data", data)])
     if shape == "bare":
         return _object([("log_id", log_id), *fields])
-    return draw(st.one_of(json_values, deep_nesting))
+    body: str = draw(st.one_of(json_values, deep_nesting))
+    return body
 
 
 class Body:
@@ -339,7 +339,7 @@ def drain_with_a_worker(receiver: Receiver, broker_url: str, directory: Path) ->
         def settled() -> bool:
             assert_alive(worker)
             with engine.connect() as connection:
-                return connection.execute(text(unsettled)).scalar_one() == 0
+                return bool(connection.execute(text(unsettled)).scalar_one() == 0)
 
         wait_for(settled, 120, 0.2, "every fuzzed event to be processed or dead-lettered")
         sentinel = f"sentinel-{uuid.uuid4().hex}"
@@ -542,7 +542,7 @@ def test_worker_under_fuzzed_messages_dead_letters_them_and_goes_on(
             assert queue_depths(broker_url, (queue,))[queue] == 0
             letters = take_all(connection, f"{queue}.dlq")
         with engine.connect() as connection:
-            reasons = dict(
+            reasons: dict[str | None, str] = dict(
                 connection.execute(
                     text("SELECT log_id, last_error FROM events WHERE state = 'dead_lettered'")
                 ).all()

@@ -19,10 +19,8 @@ import pytest
 from app.quarantine import MAX_KEPT_BYTES, MAX_KEPT_RECORDS
 from app.receiver import SLICE_ABOVE_BYTES
 from kernel.record_limits import MAX_RECORD_DEPTH
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, make_record, take_messages, task_kwargs
+from tests.helpers import BEARER_AUTH, as_jsonl, make_record, take_messages, task_kwargs
 
-AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 QUARANTINE = "auth0.quarantine"
 TOO_DEEP = f"record nests deeper than {MAX_RECORD_DEPTH} levels of objects and arrays"
 NOT_A_NUMBER = "record has a number JSON cannot carry (NaN, Infinity, or out of range)"
@@ -63,7 +61,7 @@ def post_around_two_good_records(client: Any, bad_text: str) -> tuple[Any, list[
     """POST [good, bad, good] as JSON Lines; return the answer and the two good records."""
     good = [make_record("s"), make_record("s")]
     body = "\n".join([json.dumps(good[0]), bad_text, json.dumps(good[1])]).encode()
-    return client.post("/webhooks/auth0", data=body, headers=AUTH), good
+    return client.post("/webhooks/auth0", data=body, headers=BEARER_AUTH), good
 
 
 def assert_one_quarantined(
@@ -94,7 +92,7 @@ def test_a_record_nested_too_deep_is_quarantined_with_the_rest_enqueued(
 def test_a_record_at_the_depth_limit_is_accepted(client: Any, broker: Any, prefix: str) -> None:
     """Exactly MAX_RECORD_DEPTH levels is an ordinary event."""
     record = make_record("s", details={"deep": json.loads("[" * 61 + "]" * 61)})  # 3 + 61 levels
-    response = client.post("/webhooks/auth0", data=as_jsonl([record]), headers=AUTH)
+    response = client.post("/webhooks/auth0", data=as_jsonl([record]), headers=BEARER_AUTH)
     assert response.json["accepted"] == 1
     assert log_ids(broker, f"{prefix}.logins") == [record["log_id"]]
 
@@ -155,7 +153,7 @@ def test_many_bad_records_make_one_capped_quarantine_message(client: Any, broker
     with the first MAX_KEPT_RECORDS bad records, the count of the rest and the counts by reason."""
     good = [make_record("s"), make_record("s")]
     body = "[" + json.dumps(good[0]) + ",{}" * 100_000 + "," + json.dumps(good[1]) + "]"
-    response = client.post("/webhooks/auth0", data=body.encode(), headers=AUTH)
+    response = client.post("/webhooks/auth0", data=body.encode(), headers=BEARER_AUTH)
     assert response.status_code == 202
     assert response.json == {
         "received": 100_002,
@@ -180,7 +178,7 @@ def test_quarantine_message_keeps_records_within_its_byte_cap(client: Any, broke
     are counted, never cut."""
     size = MAX_KEPT_BYTES // 3
     records = [{"log_id": f"big{n}", "padding": "x" * size} for n in range(5)]
-    response = client.post("/webhooks/auth0", data=as_jsonl(records), headers=AUTH)
+    response = client.post("/webhooks/auth0", data=as_jsonl(records), headers=BEARER_AUTH)
     assert response.json["quarantined"] == 5
     [message] = quarantine_messages(broker)
     assert [entry["record"] for entry in message["records"]] == records[:2]
@@ -191,7 +189,7 @@ def test_quarantine_message_keeps_records_within_its_byte_cap(client: Any, broke
 def test_a_huge_first_bad_record_is_kept_whole(client: Any, broker: Any) -> None:
     """However large, a request's first bad record is kept, so every request keeps an example."""
     huge = {"log_id": "huge", "padding": "x" * (2 * MAX_KEPT_BYTES)}
-    response = client.post("/webhooks/auth0", data=as_jsonl([huge, {}]), headers=AUTH)
+    response = client.post("/webhooks/auth0", data=as_jsonl([huge, {}]), headers=BEARER_AUTH)
     assert response.json["quarantined"] == 2
     [message] = quarantine_messages(broker)
     assert [entry["record"] for entry in message["records"]] == [huge]
@@ -207,7 +205,7 @@ def test_bad_records_of_a_sliced_body_make_one_quarantine_message(
         records[index] = {"log_id": f"bad{index}"}
     body = json.dumps(records).encode()
     assert len(body) > SLICE_ABOVE_BYTES
-    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    response = client.post("/webhooks/auth0", data=body, headers=BEARER_AUTH)
     assert response.json["quarantined"] == 3
     assert len(log_ids(broker, f"{prefix}.logins")) == 2497
     [message] = quarantine_messages(broker)
@@ -222,7 +220,7 @@ def test_bad_records_are_logged_in_one_line_per_request(
     """A thousand bad records make one warning line with the counts by reason, not a thousand lines."""
     body = as_jsonl([{}] * 999 + ["text"])
     with caplog.at_level(logging.INFO, logger="app.receiver"):
-        response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+        response = client.post("/webhooks/auth0", data=body, headers=BEARER_AUTH)
     assert response.json["quarantined"] == 1000
     warnings = [r for r in caplog.records if r.name == "app.receiver" and r.levelno >= logging.WARNING]
     assert len(warnings) == 1

@@ -43,6 +43,7 @@ def of(package: str, modules: set[str]) -> set[str]:
     return {name for name in modules if name == package or name.startswith(package + ".")}
 
 
+@pytest.mark.process
 def test_importing_the_receiver_loads_nothing_of_the_worker() -> None:
     """``import app`` (what gunicorn does) loads no module of tasks/: not the task, ledger or handlers."""
     loaded = loaded_after("import app")
@@ -51,6 +52,7 @@ def test_importing_the_receiver_loads_nothing_of_the_worker() -> None:
     assert of("cli", loaded) == set()
 
 
+@pytest.mark.process
 def test_the_kernel_loads_neither_the_layers_above_it_nor_the_web_stack() -> None:
     """Every kernel module together loads no app, tasks or cli module, and neither Flask nor gunicorn.
 
@@ -67,6 +69,7 @@ def test_the_kernel_loads_neither_the_layers_above_it_nor_the_web_stack() -> Non
         assert of(package, loaded) == set(), package
 
 
+@pytest.mark.process
 def test_auth0_events_help_loads_no_command_flask_or_worker() -> None:
     """``auth0-events --help`` imports no command's module: no Flask, no worker, no database, no broker."""
     loaded = loaded_after(
@@ -91,6 +94,7 @@ def test_the_help_lists_each_command_with_its_own_first_sentence(name: str, limi
     assert listed == command.get_short_help_str(limit)
 
 
+@pytest.mark.process
 def test_the_plugin_api_keeps_its_paths() -> None:
     """Handler packages import from tasks.handlers, tasks.events, tasks.db and tasks.testing as before;
     the re-exports are the kernel's own objects, and the pytest plug-in is still registered."""

@@ -13,8 +13,7 @@ import pytest
 
 from kernel.logging_setup import configure_logging, log_context
 from kernel.pii import mask, personal_values
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, make_record, wait_for
+from tests.helpers import TEST_TOKEN, as_jsonl, make_record, wait_for
 
 
 class FakeTerminal(io.StringIO):

@@ -26,8 +26,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from kernel.broker_status import queue_state
-from tests.conftest import TEST_TOKEN
 from tests.helpers import (
+    BEARER_AUTH,
     ROOT,
     as_jsonl,
     free_port,
@@ -38,7 +38,6 @@ from tests.helpers import (
     with_action,
 )
 
-AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 MONITORING = ROOT / "monitoring"
 
 LOG = "tasks.builtin.log_event.log_event"
@@ -187,7 +186,7 @@ def test_metrics_report_a_known_traffic_mix_exactly(service: Service, broker: An
 
     def post() -> None:
         response = requests.post(
-            f"{service.receiver}/webhooks/auth0", data=as_jsonl(batch), headers=AUTH, timeout=30
+            f"{service.receiver}/webhooks/auth0", data=as_jsonl(batch), headers=BEARER_AUTH, timeout=30
         )
         assert response.status_code == 202, response.text
         assert response.json() == {
@@ -217,7 +216,7 @@ def test_metrics_report_a_known_traffic_mix_exactly(service: Service, broker: An
     }
     # Handlers run in registration order: the built-in log, then scripted (which fails as told), second
     # and transactional. fail_once fails its first attempt in scripted, after log had run.
-    first = {
+    first: dict[str, Any] = {
         "tasks": {
             ("s", "succeeded"): 3,
             ("s", "dead_lettered"): 1,
@@ -371,7 +370,7 @@ def test_unknown_event_codes_share_one_label(client: Any) -> None:
 
     before = filtered_other()
     records = [make_record("zz_new_code"), make_record("x" * 300)]
-    response = client.post("/webhooks/auth0", data=as_jsonl(records), headers=AUTH)
+    response = client.post("/webhooks/auth0", data=as_jsonl(records), headers=BEARER_AUTH)
     assert response.json["filtered"] == 2
     assert filtered_other() == before + 2
 

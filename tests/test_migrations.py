@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -18,23 +19,17 @@ from kernel.storage.db import (
     get_engine,
     schema_revisions,
     transaction,
-    upgrade,
 )
-from tests.conftest import private_postgres_database
 
 CLI = str(Path(sys.executable).parent / "auth0-events")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated database of the test's own (the downgrade must not pull tables from under others)."""
-    if request.param == "postgresql":
-        with private_postgres_database() as url:
-            yield url
-        return
-    url = f"sqlite:///{tmp_path / 'migrations.sqlite3'}"
-    upgrade(url)
-    yield url
+@pytest.fixture
+def postgres_database(new_postgres_database: Any) -> Iterator[str]:
+    """database_url's PostgreSQL database is the test's own: the downgrade must not pull tables from under
+    others."""
+    with new_postgres_database() as url:
+        yield url
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -70,6 +65,7 @@ def test_revisions_at_head_behind_empty_and_unknown(database_url: str) -> None:
     dispose_engines()
 
 
+@pytest.mark.process
 def test_db_upgrade_command_says_the_revision_the_database_ends_at(tmp_path: Path) -> None:
     """`auth0-events db upgrade` names the revision reached (not "head"); --revision below it migrates down,
     as its help says, instead of claiming a revision the database is not at."""

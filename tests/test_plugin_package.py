@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from kernel.storage.db import get_engine, session_scope
-from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, as_jsonl, make_record, wait_for
+from tests.helpers import ROOT, TEST_TOKEN, as_jsonl, make_record, wait_for
 
 pytestmark = pytest.mark.worker
 EXAMPLE = ROOT / "examples" / "welcome-plugin"

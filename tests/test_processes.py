@@ -106,6 +106,7 @@ def test_worker_node_names_are_unique() -> None:
     assert len(names) == len(set(names)) == len(WORKERS)
 
 
+@pytest.mark.process
 def test_celeryconfig_declares_the_procfile_queues_with_dead_lettering() -> None:
     """With the default environment celeryconfig lists the same queues, each dead-lettering to its DLQ."""
     queues = default_celeryconfig_queues()
@@ -215,6 +216,7 @@ def test_env_example_documents_the_compose_passwords_empty() -> None:
     assert all(documented[name] == "" for name in PASSWORDS)
 
 
+@pytest.mark.process
 def test_new_env_fills_every_placeholder_with_an_accepted_secret(tmp_path: Path) -> None:
     """scripts/new-env (scripts/run's first start) writes a .env whose secrets pass every start-up check."""
     target = tmp_path / "env"
@@ -250,6 +252,7 @@ def test_the_image_holds_every_file_the_processes_read_from_their_directory() ->
         assert name in copied.split(), f"the Dockerfile does not copy {name}"
 
 
+@pytest.mark.process
 def test_git_ignores_the_default_database_and_its_sqlite_companions() -> None:
     """The default DATABASE_URL's file and the -wal, -shm and -journal files SQLite keeps beside it (WAL
     mode: kernel/storage/db.py) stay out of `git status`, and so do a *.db ledger's."""

@@ -26,9 +26,9 @@ import httpx
 import pytest
 import trustme
 
-from tests.conftest import TEST_TOKEN
 from tests.helpers import (
     ROOT,
+    TEST_TOKEN,
     as_jsonl,
     free_port,
     make_record,
@@ -37,6 +37,8 @@ from tests.helpers import (
     wait_for,
 )
 from tests.test_processes import compose
+
+pytestmark = pytest.mark.process  # gunicorn and nginx
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
 BODY_LIMIT = 64 * 1024  # the receiver's AUTH0_EVENTS_MAX_BODY_BYTES and the proxy's limit in these tests
@@ -353,9 +355,9 @@ def test_slow_clients_are_held_and_cut_off_by_the_proxy_not_the_receiver(
         0.1,
         "the proxy to drop the slow clients",
     )
-    for client in slow_clients:
-        assert client.closed_after is not None
-        assert HEADER_AND_BODY_TIMEOUT - 1 < client.closed_after < HEADER_AND_BODY_TIMEOUT + 5, client.kind
+    for slow in slow_clients:
+        assert slow.closed_after is not None
+        assert HEADER_AND_BODY_TIMEOUT - 1 < slow.closed_after < HEADER_AND_BODY_TIMEOUT + 5, slow.kind
     assert receiver.access_lines("/webhooks/auth0") == before + 1  # only the batch above got through
 
 

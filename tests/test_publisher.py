@@ -14,8 +14,9 @@ from celery.utils.saferepr import saferepr
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from app.amqp_wire import PropertiesEncoder
 from app.intake import AcceptedEvent, Intake, sort_records
-from app.publisher import EVENTS_PER_MESSAGE, EventPublisher, PropertiesEncoder, kwargs_repr
+from app.publisher import EVENTS_PER_MESSAGE, EventPublisher, kwargs_repr
 from kernel.routing import QUARANTINE_QUEUE, parse_routes
 from kernel.topology import declare_all, work_queue
 from kernel.wire import TASK_NAME

@@ -16,11 +16,9 @@ from sqlalchemy import select
 
 from kernel.storage.db import session_scope
 from kernel.storage.models import Event
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, take_messages, wait_for
+from tests.helpers import AUTH, as_jsonl, take_messages, wait_for
 
 pytestmark = pytest.mark.worker
-AUTH = {"Authorization": TEST_TOKEN}
 DATA = Path(__file__).parent / "data"
 SOURCES = sorted((DATA / "records").glob("*.json"))
 #: Fields the archive keeps in columns, compared with the record's own.
@@ -146,6 +144,7 @@ def test_every_source_record_is_archived_and_handled_once_or_quarantined(
         return events if done else None
 
     events = wait_for(all_delivered, timeout=90, interval=0.5, what="every record processed three times")
+    assert events is not None
     assert {log_id: row_of(events[log_id]) for log_id in valid} == {
         log_id: archived_as(record) for log_id, record in valid.items()
     }

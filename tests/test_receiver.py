@@ -10,10 +10,7 @@ import pytest
 
 from app.metrics import REGISTRY
 from app.receiver import SLICE_ABOVE_BYTES
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, make_record, take_messages, task_kwargs
-
-AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
+from tests.helpers import BEARER_AUTH, TEST_TOKEN, as_jsonl, make_record, take_messages, task_kwargs
 
 
 @pytest.fixture
@@ -23,7 +20,7 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def routed(make_app: Any, prefix: str) -> Any:
+def routed(broker_url: str, make_app: Any, prefix: str) -> Any:
     """A receiver routing logins, signups, failed logins (by category) and everything else apart."""
     routes = f"s={prefix}.logins,ss={prefix}.signups,auth.login.fail={prefix}.failed,*={prefix}.other"
     return make_app(routes=routes).test_client()
@@ -43,7 +40,9 @@ def test_each_body_format_is_enqueued(routed: Any, broker: Any, prefix: str, bod
         "array": json.dumps(records).encode(),
         "object": json.dumps(records[0]).encode(),
     }[body_format]
-    response = routed.post("/webhooks/auth0", data=body, headers={**AUTH, "Content-Type": "application/json"})
+    response = routed.post(
+        "/webhooks/auth0", data=body, headers={**BEARER_AUTH, "Content-Type": "application/json"}
+    )
     assert response.status_code == 202
     assert response.json["accepted"] == len(records)
     assert log_ids(broker, f"{prefix}.logins") == [r["log_id"] for r in records]
@@ -52,7 +51,7 @@ def test_each_body_format_is_enqueued(routed: Any, broker: Any, prefix: str, bod
 def test_real_batch_with_duplicate_log_id_is_published_once(routed: Any, broker: Any, prefix: str) -> None:
     """A multi-record batch repeating a log_id yields one task per distinct event."""
     batch = (pytest.importorskip("pathlib").Path(__file__).parent / "fixtures" / "batch.jsonl").read_bytes()
-    response = routed.post("/webhooks/auth0", data=batch, headers=AUTH)
+    response = routed.post("/webhooks/auth0", data=batch, headers=BEARER_AUTH)
     assert response.status_code == 202
     assert response.json == {"received": 4, "accepted": 3, "filtered": 0, "quarantined": 0, "duplicates": 1}
     assert sorted(log_ids(broker, f"{prefix}.failed")) == sorted(
@@ -67,7 +66,7 @@ def test_real_batch_with_duplicate_log_id_is_published_once(routed: Any, broker:
 def test_task_message_is_persistent_and_labelled(routed: Any, broker: Any, prefix: str) -> None:
     """Each event becomes one persistent Celery task message carrying the record, its type and log_id."""
     record = make_record("ss")
-    routed.post("/webhooks/auth0", data=as_jsonl([record]), headers=AUTH)
+    routed.post("/webhooks/auth0", data=as_jsonl([record]), headers=BEARER_AUTH)
     [message] = take_messages(broker, f"{prefix}.signups")
     args, kwargs, _embed = message.decode()
     assert message.headers["task"] == "auth0_events.handle_event"
@@ -109,7 +108,7 @@ def test_unparsable_body_is_400_with_position_and_enqueues_nothing(
 ) -> None:
     """A broken line costs the whole request: 400 saying line and column, nothing enqueued."""
     body = as_jsonl([make_record("s")]) + b'\n{"log_id": "1", "data": {"type": "s",}}'
-    response = routed.post("/webhooks/auth0", data=body, headers=AUTH)
+    response = routed.post("/webhooks/auth0", data=body, headers=BEARER_AUTH)
     assert response.status_code == 400
     assert response.json["error"] == "unparsable_body"
     assert (response.json["line"], response.json["column"]) == (2, 38)
@@ -120,7 +119,7 @@ def test_unparsable_body_is_400_with_position_and_enqueues_nothing(
 @pytest.mark.parametrize("body", [b"", b"   \n", b"\xff\xfe{}"])
 def test_empty_or_non_utf8_body_is_400(routed: Any, body: bytes) -> None:
     """An empty body or bytes that are not UTF-8 get a 400 that says so."""
-    response = routed.post("/webhooks/auth0", data=body, headers=AUTH)
+    response = routed.post("/webhooks/auth0", data=body, headers=BEARER_AUTH)
     assert response.status_code == 400
     assert response.json["message"].startswith(("body is empty", "body is not UTF-8"))
 
@@ -130,7 +129,7 @@ def test_body_over_the_limit_is_413_and_enqueues_nothing(make_app: Any, broker: 
     client = make_app(routes=f"s={prefix}.logins", max_body_bytes=1000).test_client()
     body = as_jsonl([make_record("s") for _ in range(10)])
     assert len(body) > 1000
-    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    response = client.post("/webhooks/auth0", data=body, headers=BEARER_AUTH)
     assert response.status_code == 413
     assert response.json["error"] == "request_entity_too_large"
     assert take_messages(broker, f"{prefix}.logins") == []
@@ -146,7 +145,7 @@ def test_mixed_batch_enqueues_good_quarantines_bad_counts_filtered(
     good = make_record("s")
     no_type = {"log_id": "900bad1", "data": {"date": "2026-11-26T08:25:14Z"}}
     records = [good, make_record("w"), no_type, "not an object", make_record("brand_new_code")]
-    response = client.post("/webhooks/auth0", data=json.dumps(records), headers=AUTH)
+    response = client.post("/webhooks/auth0", data=json.dumps(records), headers=BEARER_AUTH)
     assert response.status_code == 202
     assert response.json == {"received": 5, "accepted": 1, "filtered": 2, "quarantined": 2, "duplicates": 0}
     assert log_ids(broker, f"{prefix}.logins") == [good["log_id"]]
@@ -169,7 +168,7 @@ def test_mixed_batch_enqueues_good_quarantines_bad_counts_filtered(
 def test_routing_by_code_category_and_catch_all(routed: Any, broker: Any, prefix: str) -> None:
     """Exact codes, a stream category and '*' send each event to its configured queue."""
     records = {t: make_record(t) for t in ("s", "ss", "f", "fp", "fu", "sapi", "unknown_code")}
-    response = routed.post("/webhooks/auth0", data=as_jsonl(records.values()), headers=AUTH)
+    response = routed.post("/webhooks/auth0", data=as_jsonl(records.values()), headers=BEARER_AUTH)
     assert response.json["accepted"] == 7
     assert log_ids(broker, f"{prefix}.logins") == [records["s"]["log_id"]]
     assert log_ids(broker, f"{prefix}.signups") == [records["ss"]["log_id"]]
@@ -210,7 +209,7 @@ def test_healthz_and_unknown_paths_answer_json(client: Any) -> None:
 def test_filtered_only_batch_is_answered_without_publishing(make_app: Any) -> None:
     """A batch with nothing accepted is answered 202 even while the broker is unreachable."""
     client = make_app(routes="s", broker_url="amqp://guest:guest@127.0.0.1:1//").test_client()
-    response = client.post("/webhooks/auth0", data=as_jsonl([make_record("w")]), headers=AUTH)
+    response = client.post("/webhooks/auth0", data=as_jsonl([make_record("w")]), headers=BEARER_AUTH)
     assert response.status_code == 202
     assert response.json["filtered"] == 1
 
@@ -233,7 +232,7 @@ def test_large_body_is_published_in_slices_counting_across_them(
     body = json.dumps(records).encode()
     assert len(body) > SLICE_ABOVE_BYTES
     before = publishes_so_far()
-    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    response = client.post("/webhooks/auth0", data=body, headers=BEARER_AUTH)
     assert response.status_code == 202
     assert response.json == {
         "received": 2500,
@@ -257,7 +256,7 @@ def test_large_body_malformed_near_its_end_is_400_and_enqueues_nothing(
     records = [make_record("s", description="x" * 400) for _ in range(2500)]
     body = as_jsonl(records) + b'\n{"log_id": "1", "data": {"type": "s",}}'
     assert len(body) > SLICE_ABOVE_BYTES
-    response = client.post("/webhooks/auth0", data=body, headers=AUTH)
+    response = client.post("/webhooks/auth0", data=body, headers=BEARER_AUTH)
     assert response.status_code == 400
     assert (response.json["line"], response.json["column"]) == (2501, 38)
     assert take_messages(broker, f"{prefix}.logins") == []

@@ -51,6 +51,7 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.process
 def test_default_routes_carry_every_code_an_enabled_builtin_listens_to() -> None:
     """With every built-in enabled and the default routes, each code a built-in subscribes to is routed."""
     code = (
@@ -69,6 +70,7 @@ def test_default_routes_carry_every_code_an_enabled_builtin_listens_to() -> None
     assert {name: codes for name, codes in dropped.items() if codes} == {}
 
 
+@pytest.mark.process
 def test_routes_command_names_a_handler_whose_codes_are_dropped() -> None:
     """`auth0-events routes` loads the enabled built-ins and plug-ins, and says which codes each listens to
     that the routes drop; a handler of every event is said to see only the routed ones."""

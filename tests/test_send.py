@@ -28,8 +28,7 @@ from cli.send.sender import (
 )
 from kernel.events import InvalidRecord, parse_event
 from kernel.retry_after import retry_after_seconds
-from tests.conftest import TEST_TOKEN
-from tests.helpers import ROOT, free_port, take_messages, task_kwargs
+from tests.helpers import ROOT, TEST_TOKEN, free_port, take_messages, task_kwargs
 
 CLI = str(Path(sys.executable).parent / "auth0-events")
 FIXED_NOW = datetime(2026, 11, 26, 8, 25, 14, 466000, tzinfo=UTC)
@@ -195,7 +194,7 @@ def serve() -> Iterator[Callable[[Any], str]]:
 
     def start(app: Any) -> str:
         server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         servers.append((server, thread))
         return f"http://127.0.0.1:{server.server_port}"
@@ -438,6 +437,7 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.process
 def test_wrong_token_stops_with_the_receivers_401_message(receiver_url: str) -> None:
     """A token the receiver does not know: exit 1 after the first request, saying what the receiver said."""
     result = run_send(receiver_url, "--token", "not-the-token", "--count=50", "--batch-size=5", "--json")
@@ -447,6 +447,7 @@ def test_wrong_token_stops_with_the_receivers_401_message(receiver_url: str) -> 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 def test_unreachable_receiver_exits_3() -> None:
     """Nothing listening at the URL: exit 3 with a message naming it, no traceback."""
     url = f"http://127.0.0.1:{free_port()}/webhooks/auth0"
@@ -468,6 +469,7 @@ def test_unreachable_receiver_exits_3() -> None:
         (["--url-is-missing"], "No such option"),
     ],
 )
+@pytest.mark.process
 def test_bad_options_exit_2_naming_the_problem(args: list[str], message: str) -> None:
     """A bad option is a usage error (exit 2) that says what is wrong, before anything is sent."""
     result = run_send("http://127.0.0.1:9/", "--token", TEST_TOKEN, *args)
@@ -476,6 +478,7 @@ def test_bad_options_exit_2_naming_the_problem(args: list[str], message: str) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 def test_bad_url_and_missing_token_are_usage_errors() -> None:
     """A URL that is not http(s), or no token at all, is refused with exit 2; --help explains the command."""
     result = run_send("ftp://example.com/", "--token", TEST_TOKEN)

@@ -145,7 +145,7 @@ def test_settings_are_frozen() -> None:
     """The settings object cannot be changed after it is read."""
     settings = load_settings()
     with pytest.raises(ValueError, match="frozen"):
-        settings.max_retries = 1  # type: ignore[misc]
+        settings.max_retries = 1
 
 
 def test_backoff_max_may_equal_the_safe_limit(monkeypatch: pytest.MonkeyPatch) -> None:

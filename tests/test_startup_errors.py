@@ -106,6 +106,7 @@ def test_worker_with_bad_configuration_exits_naming_it(env: dict[str, str], mess
     ],
     ids=["env-example", "empty-password"],
 )
+@pytest.mark.process
 def test_flower_with_a_placeholder_or_empty_password_refuses_to_start(login: str, says: str) -> None:
     """The Procfile's flower line exits at once, naming FLOWER_BASIC_AUTH, instead of serving that login."""
     port = free_port()

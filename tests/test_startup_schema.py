@@ -22,8 +22,13 @@ from kernel.storage.db import (
     upgrade,
     wait_for_revisions,
 )
-from tests.conftest import TEST_TOKEN, private_postgres_database
-from tests.helpers import WorkerProcess, as_jsonl, make_record, wait_for
+from tests.helpers import (
+    TEST_TOKEN,
+    WorkerProcess,
+    as_jsonl,
+    make_record,
+    wait_for,
+)
 from tests.tcp_proxy import TcpProxy
 
 EX_CONFIG = os.EX_CONFIG
@@ -126,10 +131,15 @@ def test_worker_on_a_sqlite_database_not_at_head_refuses_to_start(
 
 @pytest.mark.worker
 def test_worker_on_a_postgresql_database_behind_head_refuses_to_start_hiding_its_password(
-    make_app: Any, broker: Any, queue: str, workers: list[WorkerProcess], tmp_path: Path
+    make_app: Any,
+    broker: Any,
+    queue: str,
+    workers: list[WorkerProcess],
+    tmp_path: Path,
+    new_postgres_database: Any,
 ) -> None:
     """The same on PostgreSQL, with the URL's password hidden in the message."""
-    with private_postgres_database() as url:
+    with new_postgres_database() as url:
         command.downgrade(alembic_config(url), "0001")
         dispose_engines()
         with_password = url.replace("postgres@", "postgres:s3cret-pw@", 1)  # trust auth ignores it
@@ -152,8 +162,13 @@ def test_an_unreachable_server_is_waited_for_then_refused_with_the_reason(
     url = "postgresql://auth0events:s3cret-pw@127.0.0.1:1/auth0events"
     pauses: list[float] = []
     caplog.set_level(logging.WARNING, logger="kernel.storage.db")
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        time.sleep(seconds / 10)
+
     with pytest.raises(SchemaUnreadable) as refused:
-        wait_for_revisions(url, 3.5, sleep=lambda seconds: pauses.append(seconds) or time.sleep(seconds / 10))
+        wait_for_revisions(url, 3.5, sleep=sleep)
     assert pauses[:2] == [1.0, 2.0]
     message = str(refused.value)
     assert message.startswith(
@@ -182,9 +197,9 @@ def test_a_sqlite_file_that_cannot_be_opened_is_refused_at_once(tmp_path: Path) 
 
 
 @pytest.fixture
-def postgres_proxy() -> Iterator[tuple[TcpProxy, str]]:
+def postgres_proxy(new_postgres_database: Any) -> Iterator[tuple[TcpProxy, str]]:
     """A migrated PostgreSQL database reached through a TCP proxy the test can make refuse connections."""
-    with private_postgres_database() as url:
+    with new_postgres_database() as url:
         proxy = TcpProxy(("127.0.0.1", 5432))
         try:
             yield proxy, url.replace(":5432/", f":{proxy.port}/", 1)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from kombu import Connection, Exchange, Queue
 
 from kernel.broker_status import declare_topology, queue_state
 from kernel.topology import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
-from tests.conftest import BROKER_HOST, _rabbitmqctl
 from tests.helpers import ROOT, free_port, wait_for
 
 CLI = str(Path(sys.executable).parent / "auth0-events")
@@ -27,19 +25,9 @@ ALL_QUEUES = [*WORK_QUEUES, *(f"{name}.dlq" for name in WORK_QUEUES), "auth0.qua
 
 
 @pytest.fixture
-def vhost_url() -> Iterator[str]:
-    """A fresh, empty vhost of this test's own."""
-    vhost = f"auth0-events-topology-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"{BROKER_HOST}/{vhost}"
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
-
-
-@pytest.fixture
-def vhost(vhost_url: str) -> Iterator[Connection]:
+def vhost(new_vhost: str) -> Iterator[Connection]:
     """A kombu connection to the test's vhost."""
-    with Connection(vhost_url) as connection:
+    with Connection(new_vhost) as connection:
         yield connection
 
 
@@ -76,9 +64,9 @@ def publish(connection: Connection, exchange: Exchange, routing_key: str, count:
             producer.publish({"n": number}, exchange=exchange.name, routing_key=routing_key, mandatory=True)
 
 
-def test_declare_creates_everything_on_a_fresh_vhost(vhost_url: str, vhost: Connection) -> None:
+def test_declare_creates_everything_on_a_fresh_vhost(new_vhost: str, vhost: Connection) -> None:
     """Both exchanges, every work queue bound and dead-lettering to its DLQ, and the quarantine queue."""
-    result = topology(vhost_url, "declare", "--json")
+    result = topology(new_vhost, "declare", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True
@@ -101,24 +89,24 @@ def test_declare_creates_everything_on_a_fresh_vhost(vhost_url: str, vhost: Conn
     assert queue_state(vhost, "auth0.quarantine").messages == 1
 
 
-def test_declare_is_idempotent_and_keeps_messages(vhost_url: str, vhost: Connection) -> None:
+def test_declare_is_idempotent_and_keeps_messages(new_vhost: str, vhost: Connection) -> None:
     """Declaring again changes nothing: same report, exit 0, messages still queued."""
-    first = topology(vhost_url, "declare", "--json")
+    first = topology(new_vhost, "declare", "--json")
     publish(vhost, EVENTS_EXCHANGE, "auth0.failed", count=3)
-    second = topology(vhost_url, "declare", "--json")
+    second = topology(new_vhost, "declare", "--json")
     assert first.returncode == second.returncode == 0
     assert json.loads(first.stdout) == json.loads(second.stdout)
     assert queue_state(vhost, "auth0.failed").messages == 3
 
 
 def test_queue_with_other_arguments_is_reported_and_the_rest_declared(
-    vhost_url: str, vhost: Connection
+    new_vhost: str, vhost: Connection
 ) -> None:
     """A work queue made without the DLX arguments: named with RabbitMQ's reason, exit 1, rest declared."""
     with vhost.channel() as channel:
         Queue("auth0.s", EVENTS_EXCHANGE, routing_key="auth0.s", durable=True).bind(channel).declare()
 
-    result = topology(vhost_url, "declare", "--json")
+    result = topology(new_vhost, "declare", "--json")
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
@@ -132,7 +120,7 @@ def test_queue_with_other_arguments_is_reported_and_the_rest_declared(
     assert all(exists(vhost, name) for name in ALL_QUEUES)
     assert exchange_exists(vhost, EVENTS_EXCHANGE)
 
-    human = topology(vhost_url, "declare")
+    human = topology(new_vhost, "declare")
     assert human.returncode == 1
     assert "REFUSED   work       auth0.s  ->  auth0.events auth0.s: PRECONDITION_FAILED" in human.stdout
     assert human.stdout.count("declared  ") == len(ALL_QUEUES) - 1 + 2
@@ -151,17 +139,17 @@ def test_exchange_of_another_type_is_reported_and_queues_still_declared(vhost: C
 
 
 def test_status_shows_depths_consumers_and_missing_queues(
-    vhost_url: str, vhost: Connection, start_worker: Any
+    new_vhost: str, vhost: Connection, start_worker: Any
 ) -> None:
     """Depth and consumers per work queue, DLQ depth, quarantine; queues never declared are missing."""
     declare_topology(vhost, ["auth0.s", "auth0.ss"])
     publish(vhost, EVENTS_EXCHANGE, "auth0.ss", count=3)
     publish(vhost, DEAD_LETTER_EXCHANGE, "auth0.ss", count=2)
     publish(vhost, EVENTS_EXCHANGE, "auth0.quarantine")
-    start_worker(["auth0.s"], env={"BROKER_URL": vhost_url, "AUTH0_EVENTS_ROUTES": "s,ss"})
+    start_worker(["auth0.s"], env={"BROKER_URL": new_vhost, "AUTH0_EVENTS_ROUTES": "s,ss"})
     wait_for(lambda: queue_state(vhost, "auth0.s").consumers == 1, 30, what="the worker to consume auth0.s")
 
-    result = topology(vhost_url, "status", "--json", routes="s,ss,f=auth0.failed")
+    result = topology(new_vhost, "status", "--json", routes="s,ss,f=auth0.failed")
     assert result.returncode == 1, "a configured queue is missing"
     assert "2 configured queue(s) missing" in result.stderr
     state = json.loads(result.stdout)
@@ -181,18 +169,19 @@ def test_status_shows_depths_consumers_and_missing_queues(
     assert state["quarantine"] == {"name": "auth0.quarantine", "messages": 1, "consumers": 0, "exists": True}
     assert state["missing"] == ["auth0.failed", "auth0.failed.dlq"]
 
-    table = topology(vhost_url, "status", routes="s,ss,f=auth0.failed").stdout.splitlines()
+    table = topology(new_vhost, "status", routes="s,ss,f=auth0.failed").stdout.splitlines()
     assert table[0].split() == ["queue", "messages", "consumers", "dlq", "messages"]
     assert table[1].split() == ["auth0.failed", "missing", "missing"]
     assert table[2].split() == ["auth0.s", "0", "1", "0"]
     assert table[3].split() == ["auth0.ss", "3", "0", "2"]
     assert table[4].split() == ["auth0.quarantine", "1", "0"]
 
-    complete = topology(vhost_url, "status", routes="s,ss")
+    complete = topology(new_vhost, "status", routes="s,ss")
     assert complete.returncode == 0
     assert complete.stderr == ""
 
 
+@pytest.mark.process
 def test_unreachable_broker_exits_3() -> None:
     """No broker at BROKER_URL: both commands exit 3 naming it (password hidden), without a traceback."""
     url = f"amqp://guest:secret-pw@127.0.0.1:{free_port()}//"
@@ -204,14 +193,14 @@ def test_unreachable_broker_exits_3() -> None:
         assert "Traceback" not in result.stderr
 
 
-def test_bad_configuration_and_options_are_clear_errors(vhost_url: str) -> None:
+def test_bad_configuration_and_options_are_clear_errors(new_vhost: str) -> None:
     """A wrong AUTH0_EVENTS_ROUTES exits 1 naming it; an unknown option exits 2; --help documents exits."""
-    bad_routes = topology(vhost_url, "declare", routes="s=amq.nope")
+    bad_routes = topology(new_vhost, "declare", routes="s=amq.nope")
     assert bad_routes.returncode == 1
     assert "AUTH0_EVENTS_ROUTES" in bad_routes.stderr
     assert "Traceback" not in bad_routes.stderr
-    unknown = topology(vhost_url, "status", "--depth")
+    unknown = topology(new_vhost, "status", "--depth")
     assert unknown.returncode == 2
     assert "No such option '--depth'" in unknown.stderr
-    assert "Exit 3" in topology(vhost_url, "declare", "--help").stdout
-    assert "missing" in topology(vhost_url, "status", "--help").stdout
+    assert "Exit 3" in topology(new_vhost, "declare", "--help").stdout
+    assert "missing" in topology(new_vhost, "status", "--help").stdout

@@ -20,8 +20,7 @@ from kernel.storage.models import Event
 from kernel.topology import work_queue
 from kernel.wire import TASK_NAME
 from tasks.celery_app import app as celery_app
-from tests.conftest import TEST_TOKEN
-from tests.helpers import as_jsonl, count_lines, make_record, take_messages, task_kwargs, wait_for
+from tests.helpers import TEST_TOKEN, as_jsonl, count_lines, make_record, take_messages, task_kwargs, wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -72,11 +71,12 @@ def test_unstorable_text_is_stored_as_the_columns_hold_it_and_handled_once(
     raw = {}
     for name, record in records.items():
         log_id = record["log_id"]
-        event = wait_for(lambda i=log_id: stored(database_url, i), 30, 0.1, f"{name} to be processed")
+        event = wait_for(lambda i=log_id: stored(database_url, i), 30, 0.1, f"{name} to be processed")  # type: ignore[misc]  # a default argument binds the loop turn's value
         for column, value in STORED_VALUES[name][1].items():
             assert getattr(event, column) == value, name
         assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == 1, name
         assert count_lines(effects_dir, "effects.log", f"effect {log_id}") == 1, name
+        assert event is not None
         assert event.attempts == 1
         raw[name] = event.raw["data"]
     assert "retrying event" not in worker.log_text()
@@ -103,6 +103,7 @@ def test_long_type_is_cut_in_the_archive_and_handled(
     record = make_record("t" * 65)
     publish(queue, record)
     event = wait_for(lambda: stored(database_url, record["log_id"]), 30, 0.1, "the event to be processed")
+    assert event is not None
     assert event.type == "t" * 64
     assert event.raw["data"]["type"] == "t" * 65
     assert count_lines(effects_dir, "effects.log", f"effect {record['log_id']}") == 1
@@ -132,4 +133,5 @@ def test_record_no_database_stores_is_dead_lettered_at_once(
     assert message.headers["retries"] == 0
     assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == 0
     log = wait_for(lambda: reason in worker.log_text() and worker.log_text(), 10, 0.1, "the reason logged")
+    assert isinstance(log, str)
     assert "retrying event" not in log

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MAX_RETRIES, TEST_TOKEN
 from tests.helpers import (
+    AUTH,
+    MAX_RETRIES,
     as_jsonl,
     count_lines,
     make_record,
@@ -19,7 +20,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.worker
-AUTH = {"Authorization": TEST_TOKEN}
 
 
 def post(client: Any, *records: dict[str, Any]) -> None:
@@ -49,7 +49,7 @@ def test_accepted_events_are_processed_by_the_worker_of_their_queue(
     post(client, *records)
     for record in records:
         wait_for(
-            lambda r=record: count_lines(effects_dir, "effects.log", f"effect {r['log_id']}") == 1,
+            lambda r=record: count_lines(effects_dir, "effects.log", f"effect {r['log_id']}") == 1,  # type: ignore[misc]  # a default argument binds the loop turn's value
             what=f"effect of {record['log_id']}",
         )
     assert "auth0 event ss (Success Signup)" in session_worker.log_text()

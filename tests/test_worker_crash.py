@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import MAX_RETRIES, TEST_TOKEN
 from tests.helpers import (
+    AUTH,
+    MAX_RETRIES,
     as_jsonl,
     count_lines,
     make_record,
@@ -20,7 +21,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.worker
-AUTH = {"Authorization": TEST_TOKEN}
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ EXIT_INTERRUPTED = 130
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
-    default=bf.RetryPolicy.retries,
+    default=bf.RequestRetries.retries,
     show_default=True,
     help="Retries of a request that fails with a network error or a 5xx, with backoff.",
 )
@@ -171,8 +171,8 @@ def _publisher(settings: Settings, routes: RouteTable) -> Iterator[bf.Publisher]
 def _logs_client(
     credentials: bf.Credentials, rate: float, retries: int, progress: Progress
 ) -> Iterator[bf.LogsClient]:
-    policy = bf.RetryPolicy(retries=retries)
-    pacer = bf.Pacer(rate, progress.note, policy.max_rate_limit_wait)
+    policy = bf.RequestRetries(retries=retries)
+    pacer = bf.QuotaPacer(rate, progress.note, policy.max_rate_limit_wait)
     headers = {"User-Agent": "auth0-events-backfill"}
     with httpx.Client(timeout=bf.HTTP_TIMEOUT_SECONDS, headers=headers) as http:
         yield bf.LogsClient(credentials, http, pacer, progress.note, policy)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from app.intake import Intake, sort_records
 from app.publisher import PublishError
+from cli.pacing import Pacer
 from kernel.retry_after import requested_wait, reset_in_seconds
 from kernel.routing import RouteTable
 from kernel.storage.db import session_scope
@@ -117,7 +118,7 @@ def normalize_domain(value: str) -> str:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RequestRetries:
     """How long to keep trying a request that fails transiently or is rate limited."""
 
     retries: int = 3  # after the first attempt, for network errors and 5xx
@@ -144,7 +145,7 @@ class ClientStats:
 # -- pacing --------------------------------------------------------------------------------------------
 
 
-class Pacer:
+class QuotaPacer(Pacer):
     """Spaces requests at most ``rate`` per second, and holds them while Auth0 says none remain.
 
     Times are UNIX times (``clock``), the unit of Auth0's x-ratelimit-reset.
@@ -160,21 +161,9 @@ class Pacer:
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
-        self._interval = 1.0 / rate
+        super().__init__(rate, clock, sleep)
         self._notify = notify
         self._max_wait = max_wait
-        self._clock = clock
-        self._sleep = sleep
-        self._next_at = 0.0
-        self._held_until = 0.0
-
-    def wait(self) -> None:
-        """Block until the next request may go."""
-        now = self._clock()
-        start = max(now, self._next_at, self._held_until)
-        if start > now:
-            self._sleep(start - now)
-        self._next_at = start + self._interval
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Read x-ratelimit-remaining/reset: with none remaining, hold the next request until the reset."""
@@ -184,11 +173,7 @@ class Pacer:
         wait = min(until_reset, self._max_wait)
         if wait > 0:
             self._notify(f"Auth0 says no requests remain (x-ratelimit-remaining: 0): pausing {wait:.1f} s")
-            self._held_until = self._clock() + wait
-
-    def hold(self, seconds: float) -> None:
-        """Hold the next request ``seconds`` from now (after a 429)."""
-        self._held_until = max(self._held_until, self._clock() + seconds)
+            self.hold(wait)
 
 
 # -- the token -----------------------------------------------------------------------------------------
@@ -299,9 +284,9 @@ class LogsClient:
         self,
         credentials: Credentials,
         http: httpx.Client,
-        pacer: Pacer,
+        pacer: QuotaPacer,
         notify: Notify,
-        policy: RetryPolicy | None = None,
+        policy: RequestRetries | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -310,7 +295,7 @@ class LogsClient:
         self._http = http
         self._pacer = pacer
         self._notify = notify
-        self._policy = policy or RetryPolicy()
+        self._policy = policy or RequestRetries()
         self._sleep = sleep
         self._clock = clock
         self._tokens = TokenSource(credentials, http, self.stats, clock)

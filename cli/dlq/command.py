@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError
 
 from cli.common import Unavailable, connect_broker, echo_json, interactive, safe_broker_url
 from cli.dlq import dead_letters
-from cli.dlq.dead_letters import DeadLetter, LedgerEntry, Outcome, Selection, Tally
+from cli.dlq.dead_letters import DeadLetter, LedgerEntry, Selection, Tally, TallyReport
 from kernel.routing import RouteSpecError, parse_routes
 from kernel.settings import ConfigurationError, Settings, load_settings
 
@@ -220,7 +220,7 @@ def replay(
     selection = _selection(types, log_ids, older_than, newer_than, limit)
     progress = _Progress("would replay" if dry_run else "replayed", show_each=dry_run and not as_json)
     with _counting_failure(progress, "replayed"), _broker(settings) as connection:
-        outcome = dead_letters.replay(
+        report = dead_letters.replay(
             connection,
             dlqs,
             selection,
@@ -229,7 +229,7 @@ def replay(
             confirm_timeout=settings.publish_timeout,
             on_each=progress,
         )
-    _print_outcome(outcome, "replayed", dry_run, as_json)
+    _print_report(report, "replayed", dry_run, as_json)
 
 
 @dlq.command(short_help="Delete messages for good.")
@@ -260,8 +260,8 @@ def purge(
         return yes or click.confirm(_purge_question(tallies, selection), default=False, abort=True, err=True)
 
     with _broker(settings) as connection:
-        outcome = dead_letters.purge(connection, dlqs, selection, confirm, dry_run=dry_run)
-    _print_outcome(outcome, "purged", dry_run, as_json)
+        report = dead_letters.purge(connection, dlqs, selection, confirm, dry_run=dry_run)
+    _print_report(report, "purged", dry_run, as_json)
 
 
 def _setup(queues: Sequence[str]) -> tuple[Settings, list[str]]:
@@ -416,26 +416,26 @@ def _print_details(message: dict[str, Any]) -> None:
             click.echo(json.dumps(message[section], indent=2, sort_keys=True))
 
 
-def _print_outcome(outcome: Outcome, verb: str, dry_run: bool, as_json: bool) -> None:
-    done = verb if outcome.applied else f"would be {verb}"
+def _print_report(report: TallyReport, verb: str, dry_run: bool, as_json: bool) -> None:
+    done = verb if report.applied else f"would be {verb}"
     if as_json:
         echo_json(
             {
                 "dry_run": dry_run,
                 "queues": [
                     {"queue": t.dlq, verb: t.taken, "skipped": t.skipped, "log_ids": t.log_ids}
-                    for t in outcome.tallies
+                    for t in report.tallies
                 ],
-                verb: sum(t.taken for t in outcome.tallies),
-                "skipped": sum(t.skipped for t in outcome.tallies),
+                verb: sum(t.taken for t in report.tallies),
+                "skipped": sum(t.skipped for t in report.tallies),
             }
         )
         return
-    width = max([len(t.dlq) for t in outcome.tallies] + [5])
-    for tally in outcome.tallies:
+    width = max([len(t.dlq) for t in report.tallies] + [5])
+    for tally in report.tallies:
         click.echo(f"{tally.dlq:<{width}}  {done} {tally.taken}  skipped {tally.skipped}")
-    total = sum(t.taken for t in outcome.tallies)
-    click.echo(f"{'total':<{width}}  {done} {total}  skipped {sum(t.skipped for t in outcome.tallies)}")
+    total = sum(t.taken for t in report.tallies)
+    click.echo(f"{'total':<{width}}  {done} {total}  skipped {sum(t.skipped for t in report.tallies)}")
 
 
 def _purge_question(tallies: Sequence[Tally], selection: Selection) -> str:

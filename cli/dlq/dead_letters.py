@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from kombu.messaging import Producer
 from sqlalchemy import select
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from cli.pacing import Pacer
 from kernel import amqp_properties
 from kernel.record_limits import MAX_RECORD_DEPTH, carry_problem
 from kernel.routing import DLQ_SUFFIX
@@ -139,7 +139,7 @@ class Tally:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class TallyReport:
     """The tallies of a replay or purge; when not ``applied`` (dry run, declined) they say what would be."""
 
     tallies: list[Tally]
@@ -371,30 +371,6 @@ def list_dead_letters(
     return list(listings.values())
 
 
-class Pacer:
-    """Spaces calls to ``wait`` at least ``1/rate`` seconds apart (no limit when ``rate`` is None)."""
-
-    def __init__(
-        self,
-        rate: float | None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._interval = 1.0 / rate if rate else 0.0
-        self._clock, self._sleep = clock, sleep
-        self._next: float | None = None
-
-    def wait(self) -> None:
-        """Return when the next call is due; the first is due at once."""
-        if not self._interval:
-            return
-        now = self._clock()
-        if self._next is not None and self._next > now:
-            self._sleep(self._next - now)
-            now = self._next
-        self._next = now + self._interval
-
-
 def replay_headers(headers: Mapping[str, Any], task_id: str) -> dict[str, Any]:
     """The headers of a replayed message: a new task id, retries 0, no death records, no schedule.
 
@@ -464,7 +440,7 @@ def replay(
     confirm_timeout: float = 10.0,
     on_each: Callable[[DeadLetter], None] | None = None,
     now: datetime | None = None,
-) -> Outcome:
+) -> TallyReport:
     """Move the messages ``selection`` matches back to their work queues, oldest first.
 
     Each copy is confirmed by the broker before its original is acked, so an interruption at any point
@@ -490,7 +466,7 @@ def replay(
             producer.channel.close()
         except (*connection.connection_errors, *connection.channel_errors):
             pass
-    return Outcome(tallies, applied=not dry_run)
+    return TallyReport(tallies, applied=not dry_run)
 
 
 def purge(
@@ -501,7 +477,7 @@ def purge(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
-) -> Outcome:
+) -> TallyReport:
     """Delete the messages ``selection`` matches, once ``confirm`` (shown what would go) agrees.
 
     Without message filters each DLQ is emptied with ``queue.purge``; with filters only the matching
@@ -516,19 +492,19 @@ def purge(
         for tally, letter, _message in chosen:
             tally.add(letter)
         if dry_run or (chosen and not confirm(tallies)):
-            return Outcome(tallies, applied=False)
+            return TallyReport(tallies, applied=False)
         for _tally, _letter, message in chosen:
             message.ack()
-    return Outcome(tallies, applied=True)
+    return TallyReport(tallies, applied=True)
 
 
 def _purge_whole(
     connection: Connection, tallies: list[Tally], confirm: Callable[[Sequence[Tally]], bool], dry_run: bool
-) -> Outcome:
+) -> TallyReport:
     for tally in tallies:
         tally.taken = tally.depth
     if dry_run or (any(tally.depth for tally in tallies) and not confirm(tallies)):
-        return Outcome(tallies, applied=False)
+        return TallyReport(tallies, applied=False)
     channel = connection.channel()
     try:
         for tally in tallies:
@@ -537,7 +513,7 @@ def _purge_whole(
                 tally.taken = tally.depth = channel.queue_purge(queue=tally.dlq) or 0
     finally:
         channel.close()
-    return Outcome(tallies, applied=True)
+    return TallyReport(tallies, applied=True)
 
 
 def ledger_entries(database_url: str, log_ids: Iterable[str]) -> dict[str, LedgerEntry]:
