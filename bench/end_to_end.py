@@ -544,9 +544,9 @@ def report(
     if drains.get("curve"):
         print("curve (backlog drain, events/s): WORKER_CONCURRENCY  bare  ours-PostgreSQL  ratio")
         for point in drains["curve"]:
-            ours = point.get("ours")
-            ratio = f"{ours / point['bare']:.2f}" if ours else "-"
-            print(f"  {point['worker_concurrency']:>5}  {point['bare']:>8,.0f}  {ours or 0:>8,.0f}  {ratio}")
+            ours = float(point.get("ours", 0.0))
+            shown = f"{ours / point['bare']:.2f}" if ours else "-"
+            print(f"  {point['worker_concurrency']:>5}  {point['bare']:>8,.0f}  {ours:>8,.0f}  {shown}")
     print_targets(targets)
     if phases:
         print(f"peak RSS: receiver {web_rss:.0f} MiB per process, worker {worker_rss:.0f} MiB per process")

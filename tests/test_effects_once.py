@@ -215,8 +215,8 @@ def test_worker_killed_while_a_shared_commit_is_in_flight_loses_nothing_and_repe
     # A claim is durable before the effect: no effect without its committed claim (or done mark).
     assert all(key in runs for key, count in before.items() if count), (before, runs)
     start_worker([queue], worker_env, concurrency=8)
-    for record in records:
-        wait_for(lambda r=record: _is_processed(database_url, r["log_id"]), 60, what="every event processed")
+    log_ids = [record["log_id"] for record in records]
+    wait_for(lambda: all(_is_processed(database_url, i) for i in log_ids), 60, what="every event processed")
     for (log_id, handler), count in before.items():
         prefix = "effect" if handler == SCRIPTED else "effect2"
         after = count_lines(effects_dir, "effects.log", f"{prefix} {log_id}")
