@@ -92,3 +92,23 @@ def test_event_that_kills_its_worker_every_time_ends_in_the_dlq(
     assert f"gave up after {MAX_RETRIES} retries: worker died" in worker.log_text()
     assert worker.process is not None
     assert worker.process.poll() is None
+
+
+def test_threads_worker_ends_when_a_task_passes_the_hard_time_limit_and_the_event_is_processed_after(
+    receiver: Any, crash_queue: str, start_worker: Any, effects_dir: Path
+) -> None:
+    """The threads pool cannot kill a stuck handler's thread: past the hard limit the worker exits (70),
+    RabbitMQ redelivers, and the next worker processes the event (the death counted as an attempt)."""
+    record = with_action(make_record("s"), "block_once")
+    log_id = record["log_id"]
+    env = {**routes_env(crash_queue), "AUTH0_EVENTS_TASK_TIME_LIMIT": "18"}
+    first = start_worker([crash_queue], env)
+    post(receiver, record)
+    wait_for(lambda: first.process is not None and first.process.poll() is not None, 60, 0.2, "the exit")
+    assert first.process is not None
+    assert first.process.returncode == 70
+    assert "past the soft time limit of 3 s" in first.log_text()
+    assert "past the hard time limit of 18 s" in first.log_text()
+    start_worker([crash_queue], routes_env(crash_queue))
+    wait_for(lambda: count_lines(effects_dir, "effects.log", f"effect {log_id}") == 1, what="effect")
+    assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == 2
