@@ -10,6 +10,7 @@ WORKER_CONCURRENCY (and so its processes or threads) is the only thing a curve v
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -175,7 +176,7 @@ class Drain:
             env["DATABASE_URL"] = database_url
         events = self.events
         with DepthWatch(self.broker_url, QUEUE, events) as watch:
-            worker = start_logins(env, self.scratch, app_module, label.replace(" ", "_"))
+            worker = start_logins(env, self.scratch, app_module, re.sub(r"\W+", "_", label).strip("_"))
             try:
                 groups = {"worker": lambda: tree(worker), "rabbitmq": broker_pids}
                 with CpuMeter(groups) as meter:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -79,6 +80,8 @@ BATCH = 100
 TARGET_RATIO = 0.7
 # Issue 14's baseline: bare Celery as the Procfile ran it then, two prefork processes.
 REFERENCE = "bare Celery prefork 2"
+# Ours as the Procfile ran it before the threads pool: two prefork processes, each event committing alone.
+BEFORE = "prefork 2 (before)"
 PREFORK = {"AUTH0_EVENTS_WORKER_POOL": "prefork"}
 
 
@@ -324,6 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="WORKER_CONCURRENCY values of the PostgreSQL drain curve, bare and ours "
         '(default "2,4,8", quick none; "" skips it)',
     )
+    options.add_argument(
+        "--no-before",
+        dest="before",
+        action="store_false",
+        help="skip ours with the prefork pool and 2 processes (the figures before issue 14) in each round",
+    )
     args = options.parse_args(argv)
     if args.events < 0:
         args.events = 300 if args.quick else 12_000
@@ -453,20 +462,26 @@ def drain_phases(args: Any, drain: Drain, databases: list[str]) -> dict[str, Any
             _print_drain(reference)
             phases = [drain.run(f"bare Celery, round {number}", "bench.bare_celery", None)]
             _print_drain(phases[-1])
+            before = []
             for database in databases:
-                phases.append(_drain_ours(drain, database, pg_url, None, f"round {number}"))
+                phases.append(_drain_ours(drain, database, pg_url, None, f", round {number}"))
                 _print_drain(phases[-1])
+                if args.before:
+                    label = f" {BEFORE}, round {number}"
+                    before.append(_drain_ours(drain, database, pg_url, 2, label, PREFORK))
+                    _print_drain(before[-1])
             bare = phases[0]["events_per_s"]
-            ratios = {p["phase"].split(",")[0]: round(p["events_per_s"] / bare, 3) for p in phases[1:]}
+            ours = [*phases[1:], *before]
+            ratios = {p["phase"].split(",")[0]: round(p["events_per_s"] / bare, 3) for p in ours}
             ratios.update(
                 {
                     f"{p['phase'].split(',')[0]} vs {REFERENCE}": round(
                         p["events_per_s"] / reference["events_per_s"], 3
                     )
-                    for p in phases[1:]
+                    for p in ours
                 }
             )
-            rounds.append({"phases": [reference, *phases], "ratios": ratios})
+            rounds.append({"phases": [reference, *phases, *before], "ratios": ratios})
             shown = ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items())
             print(f"  round {number} ratios to bare Celery: {shown}", flush=True)
         for concurrency in curve:
@@ -474,9 +489,9 @@ def drain_phases(args: Any, drain: Drain, databases: list[str]) -> dict[str, Any
             _print_drain(bare)
             point = {"worker_concurrency": concurrency, "bare": bare["events_per_s"], "bare_phase": bare}
             if pg_url:
-                ours = _drain_ours(drain, "postgresql", pg_url, concurrency, f"concurrency {concurrency}")
-                _print_drain(ours)
-                point.update(ours=ours["events_per_s"], ours_phase=ours)
+                mine = _drain_ours(drain, "postgresql", pg_url, concurrency, f", concurrency {concurrency}")
+                _print_drain(mine)
+                point.update(ours=mine["events_per_s"], ours_phase=mine)
             curve_points.append(point)
     names = rounds[0]["ratios"] if rounds else {}
     medians = {name: round(median([r["ratios"][name] for r in rounds]), 3) for name in names}
@@ -484,13 +499,22 @@ def drain_phases(args: Any, drain: Drain, databases: list[str]) -> dict[str, Any
 
 
 def _drain_ours(
-    drain: Drain, database: str, pg_url: str, concurrency: int | None, label: str
+    drain: Drain,
+    database: str,
+    pg_url: str,
+    concurrency: int | None,
+    label: str,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     if database == "sqlite":
-        with sqlite_ledger(drain.scratch, label.replace(" ", "_")) as url:
-            return drain.run(f"ours SQLite, {label}", "tasks", concurrency, url, processed_counter(url))
+        with sqlite_ledger(drain.scratch, re.sub(r"\W+", "_", label).strip("_")) as url:
+            return drain.run(
+                f"ours SQLite{label}", "tasks", concurrency, url, processed_counter(url), extra_env
+            )
     truncate(pg_url)
-    return drain.run(f"ours PostgreSQL, {label}", "tasks", concurrency, pg_url, processed_counter(pg_url))
+    return drain.run(
+        f"ours PostgreSQL{label}", "tasks", concurrency, pg_url, processed_counter(pg_url), extra_env
+    )
 
 
 def _print_drain(phase: dict[str, Any]) -> None:
