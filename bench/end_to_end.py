@@ -1,15 +1,15 @@
 """End-to-end benchmark: events posted to the receiver until every one is handled by the Procfile's workers.
 
-    python -m bench.end_to_end                      # full run, about 5 minutes
-    python -m bench.end_to_end --quick              # CI-sized, about a minute
-    python -m bench.end_to_end --events 0           # the backlog drains only
+    python -m bench.end_to_end                      # everything, about 9 minutes on a quiet machine
+    python -m bench.end_to_end --events 0           # the backlog drains only (issue 14), about 5 minutes
     python -m bench.end_to_end --events 0 --curve ""  # the drains at the Procfile's concurrency only
+    python -m bench.end_to_end --quick              # CI-sized, about a minute
 
 One receiver (the Procfile's ``web:`` line) and, phase after phase, the Procfile's four worker lines as
-honcho starts them (``celery -A tasks worker … -Q <their queues>``, WORKER_CONCURRENCY 2), on a private vhost
-with the default routes. Each phase posts the same ``--events`` realistic records in batches of 100 over
-``--concurrency`` connections (after an untimed warm-up) and measures from the first POST until the last
-event is handled:
+honcho starts them (``celery -A tasks worker … -Q <their queues>``, the Procfile's WORKER_CONCURRENCY), on
+a private vhost with the default routes. Each phase posts the same ``--events`` realistic records in
+batches of 100 over ``--concurrency`` connections (after an untimed warm-up) and measures from the first
+POST until the last event is handled:
 
 - **bare Celery** (baseline): the same worker lines with ``-A bench.bare_celery``, the project's Celery
   configuration and a no-op task of the same name. Done when every work queue is empty (polled every 0.1 s).
@@ -18,9 +18,11 @@ event is handled:
   events table holds every event as processed; per-event latency is ``updated_at - received_at`` there.
 
 Then the **backlog drains** (bench/drain.py): ``--drain-events`` successful logins queued on auth0.s while
-no worker runs, drained by the Procfile's logins worker alone, bare Celery then ours on SQLite then ours on
-PostgreSQL, ``--rounds`` times at the Procfile's WORKER_CONCURRENCY (ratios per round, then their median);
-then the **curve** on PostgreSQL: bare and ours at each WORKER_CONCURRENCY of ``--curve``.
+no worker runs, drained by the Procfile's logins worker alone, ``--rounds`` times: bare Celery with the
+prefork pool and 2 processes (issue 14's baseline), bare Celery on the Procfile's line (same pool and
+WORKER_CONCURRENCY as ours), then ours on SQLite and on PostgreSQL, each also with the prefork pool and 2
+processes (the figures before issue 14; ``--no-before`` skips them); ratios per round, then their median.
+Then the **curve** on PostgreSQL: bare and ours at each WORKER_CONCURRENCY of ``--curve``.
 
 Prints events/s per phase, ours/bare (target ≥ 0.7 with the ledger on, posted and drained), latency
 p50/p95/p99 and peak RSS, and writes bench/results/end_to_end.json (end_to_end-quick.json with --quick).
@@ -313,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--drain-events",
         type=int,
         default=-1,
-        help="successful logins in each backlog drain (default 4000, quick 400; 0 skips the drains)",
+        help="successful logins in each backlog drain (default 4000, quick 200; 0 skips the drains)",
     )
     options.add_argument(
         "--rounds",
@@ -331,13 +333,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-before",
         dest="before",
         action="store_false",
-        help="skip ours with the prefork pool and 2 processes (the figures before issue 14) in each round",
+        help="skip ours with the prefork pool and 2 processes (the figures before issue 14) in each round "
+        "(--quick skips it)",
     )
     args = options.parse_args(argv)
     if args.events < 0:
         args.events = 300 if args.quick else 12_000
     if args.drain_events < 0:
-        args.drain_events = 400 if args.quick else 4_000
+        args.drain_events = 200 if args.quick else 4_000
+    if args.quick:
+        args.before = False  # CI-sized: one drain per configuration
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.curve is None:
         args.curve = "" if args.quick else "2,4,8"
