@@ -6,6 +6,7 @@ every test asserts the exact count of each handler's effect.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,8 @@ def test_worker_killed_while_a_shared_commit_is_in_flight_loses_nothing_and_repe
     post(receiver, *records)
     [line] = wait_for(lambda: _lines(effects_dir / "paused.log"), what="a shared commit paused")
     assert int(line.split()[1]) >= 2
+    # Nothing may happen while the commit is paused; a caller released early would act within this time.
+    time.sleep(2)
     first.kill()
     runs = ledger_runs(database_url)
     names = {"effect": SCRIPTED, "effect2": SECOND}

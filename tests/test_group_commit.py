@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -133,3 +134,46 @@ def test_a_failed_commit_fails_every_write_of_its_batch(database_url: str) -> No
         event.remove(engine, "commit", refuse)
     assert all(isinstance(result, RuntimeError) for result in results), results
     assert not stored(database_url) & {record["log_id"] for record in records}
+
+
+def test_no_caller_returns_before_the_commit_of_its_write(database_url: str) -> None:
+    """While the COMMIT of a shared transaction is held, none of its writes' callers has returned."""
+    group = GroupCommit(database_url)
+    queued, in_commit, release = threading.Event(), threading.Event(), threading.Event()
+    returned: list[int] = []
+
+    def first(connection: Connection) -> None:
+        queued.wait(30)  # the others queue meanwhile, for the next transaction: one of five writes
+
+    def hold(connection: Connection) -> None:
+        if connection.info.get(GROUP_SIZE_KEY, 0) >= 2:
+            in_commit.set()
+            release.wait(30)
+
+    def call(index: int, work: Any) -> None:
+        group.run(work)
+        returned.append(index)
+
+    engine = get_engine(database_url)
+    event.listen(engine, "commit", hold)
+    try:
+        threads = [threading.Thread(target=call, args=(0, first))]
+        threads[0].start()
+        threads += [
+            threading.Thread(target=call, args=(index, attempt_of(make_record("s")))) for index in range(1, 6)
+        ]
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(group._queued) < 5 and time.monotonic() < deadline:  # noqa: SLF001 - the test's probe
+            time.sleep(0.01)
+        queued.set()
+        assert in_commit.wait(30)
+        time.sleep(0.5)  # a caller released early would return within this
+        assert returned == [0]
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(30)
+        event.remove(engine, "commit", hold)
+    assert sorted(returned) == [0, 1, 2, 3, 4, 5]
