@@ -41,7 +41,8 @@ def retry_policy() -> RetryPolicy:
     return RetryPolicy(settings.max_retries, settings.retry_backoff_base, settings.retry_backoff_max)
 
 
-@app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None)
+# Request: the same retry and failure events in Flower whichever pool runs the task (tasks/request.py).
+@app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None, Request="tasks.request:EventRequest")
 def handle_event(
     self: Task, record: dict[str, Any], event_type: str, log_id: str, received_at: str | None = None
 ) -> None:
