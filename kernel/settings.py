@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         validation_alias="AUTH0_EVENTS_TASK_TIME_LIMIT",
     )
 
+    # threads: a worker runs WORKER_CONCURRENCY events at once in threads of one process, and their ledger
+    # writes share commits (tasks/group_commit.py); prefork: one event at a time per pool process, each
+    # committing alone, for handlers that need a process of their own (hard time limits kill it).
+    worker_pool: Literal["threads", "prefork"] = Field("threads", validation_alias="AUTH0_EVENTS_WORKER_POOL")
+
     database_url: str = Field("sqlite:///auth0-events.sqlite3", validation_alias="DATABASE_URL")
     api_tokens: CommaList = Field((), validation_alias="AUTH0_EVENTS_API_TOKENS")
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from celery.signals import celeryd_after_setup, setup_logging, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from kernel.celery_app import app
 from kernel.logging_setup import celery_setup_logging
-from tasks import metrics
+from tasks import metrics, time_limits
 from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology, ReportRoutingGaps
 
 # Declare every DLQ before the worker takes its first message: a message rejected towards a DLX with no
@@ -19,6 +26,10 @@ app.steps["worker"].add(ReportRoutingGaps)
 # Each worker node serves its pool children's metrics on AUTH0_EVENTS_METRICS_PORT (tasks/metrics.py).
 celeryd_after_setup.connect(metrics.serve)
 worker_process_shutdown.connect(metrics.child_exited)
+# The threads pool enforces no time limit: a task past the hard limit ends the worker (tasks/time_limits.py).
+worker_init.connect(time_limits.install)
+task_prerun.connect(time_limits.task_started)
+task_postrun.connect(time_limits.task_finished)
 # JSON lines with each event's log_id, type, queue and task id (kernel/logging_setup.py), not Celery's format.
 setup_logging.connect(celery_setup_logging)
 

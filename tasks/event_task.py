@@ -47,7 +47,8 @@ def retry_policy() -> RetryPolicy:
     )
 
 
-@app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None)
+# Request: the same retry and failure events in Flower whichever pool runs the task (tasks/request.py).
+@app.task(bind=True, name=TASK_NAME, acks_late=True, max_retries=None, Request="tasks.request:EventRequest")
 def handle_event(
     self: Task,
     record: dict[str, Any],

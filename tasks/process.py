@@ -6,11 +6,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection
+
 from kernel.events import Auth0Event
-from kernel.storage.db import session_scope, transaction
+from kernel.storage.db import session_scope
 from kernel.storage.models import utcnow
 from kernel.wire import STREAM
 from tasks import metrics
+from tasks.group_commit import commit_together
 from tasks.handlers import Registration, handlers_for
 from tasks.ledger import (
     Claim,
@@ -50,19 +53,21 @@ def process_event(
     """
     registrations = handlers_for(event.type)
     names = [registration.name for registration in registrations]
-    # Two transactions for an event whose handlers act outside the database: the attempt with every claim,
-    # then the last done mark with the outcome (BENCHMARKS.md: each transaction was a measured share).
-    with transaction(database_url) as connection:
+    outside = [registration.name for registration in registrations if not registration.transactional]
+    # Two ledger writes for an event whose handlers act outside the database: the attempt with every claim,
+    # then the last done mark with the outcome (BENCHMARKS.md: each transaction was a measured share). Each
+    # commits together with the writes of the events running beside it (tasks/group_commit.py).
+
+    def attempt(connection: Connection) -> dict[str, Claim]:
         now = utcnow()
         record_attempt(connection, event, received_at, now, source)
-        claims: dict[str, Claim] = {
-            registration.name: claim(connection, event.log_id, registration.name, task_id, now, stale_after)
-            for registration in registrations
-            if not registration.transactional
-        }
-        to_run = [r for r in registrations if r.transactional or claims[r.name] == "run"]
-        if not to_run:
-            mark_processed_if_done(connection, event.log_id, names, now)
+        taken = {name: claim(connection, event.log_id, name, task_id, now, stale_after) for name in outside}
+        if len(outside) == len(names) and "run" not in taken.values():
+            mark_processed_if_done(connection, event.log_id, names, now)  # nothing left to run
+        return taken
+
+    claims = commit_together(attempt, database_url)
+    to_run = [r for r in registrations if r.transactional or claims[r.name] == "run"]
     outcome = Outcome()
     for registration in registrations:
         finish = names if to_run and registration is to_run[-1] else None
@@ -104,13 +109,16 @@ def run_outside(
     # repeats it on the retry; the ledger prevents every other repetition.
     with metrics.timed_handler(event.type, registration.name):
         registration.func(event)
-    with transaction(database_url) as connection:
+
+    def mark(connection: Connection) -> None:
         now = utcnow()
         if finish is not None:
             lock_event(connection, event.log_id)
         mark_done(connection, event.log_id, registration.name, task_id, now)
         if finish is not None:
             mark_processed_if_done(connection, event.log_id, finish, now)
+
+    commit_together(mark, database_url)
     return "run"
 
 
@@ -151,9 +159,12 @@ def record_failure(log_id: str, task_id: str, state: str, reason: str) -> None:
     Never raises: the database may be what failed, and the message must still be retried or rejected.
     """
     try:
-        with transaction() as connection:
+
+        def outcome(connection: Connection) -> None:
             record_outcome(connection, log_id, state, utcnow(), reason)
             if state == "dead_lettered":
                 release_claims(connection, log_id, task_id)
+
+        commit_together(outcome)
     except Exception:  # noqa: BLE001 - see docstring
         logger.exception("could not record %s for log_id=%s in the ledger", state, log_id)

@@ -6,6 +6,7 @@ every test asserts the exact count of each handler's effect.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,70 @@ def test_worker_killed_mid_task_repeats_no_completed_effect(
     wait_for(lambda: processed(database_url, log_id, 2), what="redelivery processed")
     assert effects(effects_dir, log_id) == (1, 1)
     assert transactional_writes(database_url, log_id) == 1
+
+
+SCRIPTED = "tests.plugin_handlers.scripted_handler"
+SECOND = "tests.plugin_handlers.second_handler"
+
+
+def ledger_runs(database_url: str) -> dict[tuple[str, str], str]:
+    """Every (log_id, handler) the ledger holds, with its state (claimed or done)."""
+    with session_scope(database_url) as session:
+        rows = session.execute(text("SELECT log_id, handler, state FROM handler_runs")).all()
+    return {(log_id, handler): state for log_id, handler, state in rows}
+
+
+def test_worker_killed_while_a_shared_commit_is_in_flight_loses_nothing_and_repeats_no_completed_effect(
+    receiver: Any,
+    start_worker: Any,
+    worker_env: dict[str, str],
+    queue: str,
+    database_url: str,
+    effects_dir: Path,
+) -> None:
+    """SIGKILL while a commit shared by several events' ledger writes is in flight (statements sent, COMMIT
+    not): every effect that happened had its claim committed, the next worker processes every event, and
+    no effect whose done mark had committed happens again."""
+    records = [make_record("s") for _ in range(8)]
+    pausing = {
+        **worker_env,
+        "AUTH0_EVENTS_PLUGINS": "tests.plugin_handlers,tests.pause_commit",
+        "AUTH0_EVENTS_TEST_PAUSE_COMMIT": "1",
+    }
+    first = start_worker([queue], pausing, concurrency=8)
+    post(receiver, *records)
+    [line] = wait_for(lambda: _lines(effects_dir / "paused.log"), what="a shared commit paused")
+    assert int(line.split()[1]) >= 2
+    # Nothing may happen while the commit is paused; a caller released early would act within this time.
+    time.sleep(2)
+    first.kill()
+    runs = ledger_runs(database_url)
+    names = {"effect": SCRIPTED, "effect2": SECOND}
+    before = {
+        (record["log_id"], handler): count_lines(effects_dir, "effects.log", f"{prefix} {record['log_id']}")
+        for record in records
+        for prefix, handler in names.items()
+    }
+    # A claim is durable before the effect: no effect without its committed claim (or done mark).
+    assert all(key in runs for key, count in before.items() if count), (before, runs)
+    start_worker([queue], worker_env, concurrency=8)
+    log_ids = [record["log_id"] for record in records]
+    wait_for(lambda: all(_is_processed(database_url, i) for i in log_ids), 60, what="every event processed")
+    for (log_id, handler), count in before.items():
+        prefix = "effect" if handler == SCRIPTED else "effect2"
+        after = count_lines(effects_dir, "effects.log", f"{prefix} {log_id}")
+        if runs.get((log_id, handler)) == "done":
+            assert after == count == 1, (log_id, handler)  # completed before the kill: not repeated
+        else:
+            assert after >= 1, (log_id, handler)  # lost nothing (repeated only if the mark was in flight)
+    for record in records:
+        assert transactional_writes(database_url, record["log_id"]) == 1
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def _is_processed(database_url: str, log_id: str) -> bool:
+    row = event_row(database_url, log_id)
+    return row is not None and row.state == "processed"

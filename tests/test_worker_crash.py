@@ -36,9 +36,9 @@ def receiver(make_app: Any, crash_queue: str) -> Any:
     return make_app(routes=f"s={crash_queue}").test_client()
 
 
-def routes_env(queue: str) -> dict[str, str]:
-    """Worker environment whose configuration knows the crash queue."""
-    return {"AUTH0_EVENTS_ROUTES": f"s={queue}"}
+def routes_env(queue: str, pool: str = "threads") -> dict[str, str]:
+    """Worker environment whose configuration knows the crash queue, with the given pool."""
+    return {"AUTH0_EVENTS_ROUTES": f"s={queue}", "AUTH0_EVENTS_WORKER_POOL": pool}
 
 
 def post(client: Any, record: dict[str, Any]) -> None:
@@ -67,10 +67,13 @@ def test_worker_killed_mid_task_is_processed_by_the_next_worker(
 def test_pool_child_killed_mid_task_is_processed(
     receiver: Any, crash_queue: str, start_worker: Any, effects_dir: Path
 ) -> None:
-    """SIGKILL of only the pool child (as the OOM killer does): the event is requeued and processed."""
+    """SIGKILL of only the pool child (as the OOM killer does): the event is requeued and processed.
+
+    The prefork pool (AUTH0_EVENTS_WORKER_POOL=prefork); the threads pool has no child to lose.
+    """
     record = with_action(make_record("s"), "kill_child_once")
     log_id = record["log_id"]
-    worker = start_worker([crash_queue], routes_env(crash_queue))
+    worker = start_worker([crash_queue], routes_env(crash_queue, "prefork"))
     post(receiver, record)
     wait_for(lambda: count_lines(effects_dir, "effects.log", f"effect {log_id}") == 1, what="effect")
     assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == 2
@@ -84,7 +87,7 @@ def test_event_that_kills_its_worker_every_time_ends_in_the_dlq(
     """A poison event that always kills its pool child is dead-lettered after the retries, not looped."""
     record = with_action(make_record("s"), "kill_child_always")
     log_id = record["log_id"]
-    worker = start_worker([crash_queue], routes_env(crash_queue))
+    worker = start_worker([crash_queue], routes_env(crash_queue, "prefork"))
     post(receiver, record)
     [message] = wait_for(lambda: take_messages(broker, f"{crash_queue}.dlq"), 60, 0.2, "poison in DLQ")
     assert task_kwargs(message)["log_id"] == log_id
@@ -93,3 +96,23 @@ def test_event_that_kills_its_worker_every_time_ends_in_the_dlq(
     assert f"gave up after {MAX_RETRIES} retries: worker died" in worker.log_text()
     assert worker.process is not None
     assert worker.process.poll() is None
+
+
+def test_threads_worker_ends_when_a_task_passes_the_hard_time_limit_and_the_event_is_processed_after(
+    receiver: Any, crash_queue: str, start_worker: Any, effects_dir: Path
+) -> None:
+    """The threads pool cannot kill a stuck handler's thread: past the hard limit the worker exits (70),
+    RabbitMQ redelivers, and the next worker processes the event (the death counted as an attempt)."""
+    record = with_action(make_record("s"), "block_once")
+    log_id = record["log_id"]
+    env = {**routes_env(crash_queue), "AUTH0_EVENTS_TASK_TIME_LIMIT": "18"}
+    first = start_worker([crash_queue], env)
+    post(receiver, record)
+    wait_for(lambda: first.process is not None and first.process.poll() is not None, 60, 0.2, "the exit")
+    assert first.process is not None
+    assert first.process.returncode == 70
+    assert "past the soft time limit of 3 s" in first.log_text()
+    assert "past the hard time limit of 18 s" in first.log_text()
+    start_worker([crash_queue], routes_env(crash_queue))
+    wait_for(lambda: count_lines(effects_dir, "effects.log", f"effect {log_id}") == 1, what="effect")
+    assert count_lines(effects_dir, "attempts.log", f"attempt {log_id}") == 2

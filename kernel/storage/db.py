@@ -55,7 +55,9 @@ def make_engine(url: str, hide_parameters: bool = False) -> Engine:
     """
     url = normalize_url(url)
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=2, max_overflow=2, hide_parameters=hide_parameters)
+        # A worker's ledger writes share one connection at a time (tasks/group_commit.py); transactional
+        # handlers take one each, up to WORKER_CONCURRENCY threads at once, beyond the two kept open.
+        engine = create_engine(url, pool_size=2, max_overflow=30, hide_parameters=hide_parameters)
         event.listen(engine, "checkin", _note_checkin)
         event.listen(engine, "checkout", _ping_if_idle)
         return engine
