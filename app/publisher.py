@@ -215,7 +215,7 @@ class EventPublisher:
         broker_url: str,
         queue_names: Iterable[str],
         timeout: float,
-        queue_type: QueueType = "classic",
+        queue_type: QueueType,
     ):
         self._celery = celery_app
         self._broker_url = broker_url

@@ -33,7 +33,7 @@ def queue_name() -> str:
 @pytest.fixture
 def publisher(broker_url: str, queue_name: str) -> Iterator[EventPublisher]:
     """The receiver's publisher, routing every event to ``queue_name``."""
-    publisher = EventPublisher(celery_app, broker_url, [queue_name], timeout=5)
+    publisher = EventPublisher(celery_app, broker_url, [queue_name], timeout=5, queue_type="classic")
     yield publisher
     publisher.close()
 

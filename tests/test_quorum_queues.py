@@ -73,3 +73,22 @@ def test_a_delayed_routing_key_names_its_queue(countdown: int, queue: str) -> No
 
     assert source_queue(calculate_routing_key(countdown, queue)) == queue
     assert source_queue(queue) == queue
+
+
+def test_the_backfill_and_stream_watch_publishers_declare_the_configured_type(
+    new_vhost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill's publisher (auth0-events backfill and stream watch) declares quorum queues when the setting
+    says quorum: a classic one declared first would refuse every later quorum declarer (406)."""
+    from cli.management.wiring import confirmed_publisher
+    from kernel.routing import parse_routes
+    from kernel.settings import Settings
+
+    monkeypatch.setenv("BROKER_URL", new_vhost)
+    monkeypatch.setenv("AUTH0_EVENTS_QUEUE_TYPE", "quorum")
+    settings = Settings()
+    with confirmed_publisher(settings, parse_routes("s=q.filled")):
+        pass
+    with Connection(new_vhost) as connection:
+        # Declaring it again as a quorum queue fails (406 PRECONDITION_FAILED) unless it is one.
+        work_queue("q.filled", "quorum")(connection.channel()).declare()

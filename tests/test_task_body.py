@@ -28,7 +28,7 @@ from kernel.wire import TASK_NAME
 
 ROUTES = parse_routes("s,f,fp,*")
 # Never connects: only its serializer is used.
-PUBLISHER = EventPublisher(celery_app, "amqp://guest:guest@127.0.0.1:1//", ROUTES.queues, 1.0)
+PUBLISHER = EventPublisher(celery_app, "amqp://guest:guest@127.0.0.1:1//", ROUTES.queues, 1.0, "classic")
 
 #: Number spellings that parsers disagree on, or that json reads as values no message can carry.
 LITERALS = ("1e400", "-1e400", "1E2", "-0", "-0.0", "0.1e-400", "2.5e-324", "1.7976931348623157e308",

@@ -48,7 +48,9 @@ def confirmed_publisher(settings: Settings, table: RouteTable) -> Iterator[Publi
     from app.publisher import EventPublisher, PublishError
     from kernel.celery_app import app as celery_app
 
-    publisher = EventPublisher(celery_app, settings.broker_url, table.queues, settings.publish_timeout)
+    publisher = EventPublisher(
+        celery_app, settings.broker_url, table.queues, settings.publish_timeout, settings.queue_type
+    )
     try:
         try:
             publisher.check()

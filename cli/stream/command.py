@@ -163,7 +163,9 @@ def _publisher(settings: Settings, routes: RouteTable) -> Iterator[Publisher]:
     from app.publisher import EventPublisher
     from kernel.celery_app import app as celery_app
 
-    publisher = EventPublisher(celery_app, settings.broker_url, routes.queues, settings.publish_timeout)
+    publisher = EventPublisher(
+        celery_app, settings.broker_url, routes.queues, settings.publish_timeout, settings.queue_type
+    )
     try:
         yield publisher
     finally:
