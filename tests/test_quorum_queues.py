@@ -82,11 +82,11 @@ def test_the_backfill_and_stream_watch_publishers_declare_the_configured_type(
     says quorum: a classic one declared first would refuse every later quorum declarer (406)."""
     from cli.management.wiring import confirmed_publisher
     from kernel.routing import parse_routes
-    from kernel.settings import Settings
+    from kernel.settings import load_settings
 
     monkeypatch.setenv("BROKER_URL", new_vhost)
     monkeypatch.setenv("AUTH0_EVENTS_QUEUE_TYPE", "quorum")
-    settings = Settings()
+    settings = load_settings()
     with confirmed_publisher(settings, parse_routes("s=q.filled")):
         pass
     with Connection(new_vhost) as connection:

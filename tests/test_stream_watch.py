@@ -596,6 +596,47 @@ def test_a_watcher_killed_mid_fill_loses_and_repeats_nothing(
     )
 
 
+def test_without_credentials_the_watch_runs_idle_and_says_so(sqlite_url: str, tmp_path: Path) -> None:
+    """No AUTH0_DOMAIN/CLIENT_ID/CLIENT_SECRET: `stream watch` (a Procfile process, which honcho would stop
+    every other one for by exiting) logs that it is off and why, serves configured 0, and ends on SIGTERM;
+    `--once` still refuses with exit 1."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AUTH0_CLIENT") and k != "AUTH0_DOMAIN"},
+        "DATABASE_URL": sqlite_url,
+        "AUTH0_EVENTS_METRICS_PORT": str(port),
+        "AUTH0_EVENTS_LOG_FORMAT": "text",
+    }
+    once = subprocess.run(
+        [str(CLI), "stream", "watch", "--once"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert once.returncode == 1
+    assert "AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET not set" in once.stderr
+    log = tmp_path / "watch.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(CLI), "stream", "watch"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def idle() -> bool:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                return False
+            return "auth0_events_stream_watch_configured 0.0" in text
+
+        wait_for(idle, 60, 0.2, "the idle watcher's metrics")
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(30)
+    text = log.read_text()
+    assert returncode == 0, text
+    assert "stream watch is off: AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET not set" in text
+    assert "Traceback" not in text
+
+
 def test_auth0_unreachable_the_watch_runs_on_and_says_so(
     sqlite_url: str, routes: str, tmp_path: Path
 ) -> None:

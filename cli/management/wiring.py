@@ -20,18 +20,23 @@ def credentials(settings: Settings, needs: str) -> Credentials:
 
     ``needs``: the scopes the command needs, for the message ("read:logs").
     """
-    named = {
-        "AUTH0_DOMAIN": settings.auth0_domain,
-        "AUTH0_CLIENT_ID": settings.auth0_client_id,
-        "AUTH0_CLIENT_SECRET": settings.auth0_client_secret,
-    }
-    missing = [name for name, value in named.items() if not value.strip()]
+    missing = missing_credentials(settings)
     if missing:
         raise click.ClickException(
             f"{', '.join(missing)} not set: this command needs a machine-to-machine application with {needs}"
         )
     domain = normalize_domain(settings.auth0_domain)
     return Credentials(domain, settings.auth0_client_id.strip(), settings.auth0_client_secret)
+
+
+def missing_credentials(settings: Settings) -> list[str]:
+    """The names of the machine-to-machine application's variables that are not set."""
+    named = {
+        "AUTH0_DOMAIN": settings.auth0_domain,
+        "AUTH0_CLIENT_ID": settings.auth0_client_id,
+        "AUTH0_CLIENT_SECRET": settings.auth0_client_secret,
+    }
+    return [name for name, value in named.items() if not value.strip()]
 
 
 def routes(settings: Settings) -> RouteTable:

@@ -82,6 +82,10 @@ def watch(once: bool, since: str | None, as_json: bool) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would drown the passes'
     start = _time(since)
     stop = _stop_on_sigterm()
+    missing = wiring.missing_credentials(settings)
+    if missing and not once:
+        _stand_idle(settings, missing, stop)
+        return
     with watcher_for(settings, start) as watcher:
         if once:
             report = watcher.run_pass()
@@ -116,6 +120,21 @@ def watcher_for(settings: Settings, since: datetime | None = None) -> Iterator[W
             yield Watcher(options, streams, logs, publisher, store, lease, routes, since)
         finally:
             _release(lease)  # a clean stop: another watcher need not wait for the lease to expire
+
+
+def _stand_idle(settings: Settings, missing: list[str], stop: threading.Event) -> None:
+    """Run on without watching: the Procfile starts the watcher beside the receiver, and honcho (scripts/run)
+    stops every process when one exits, so a tenant without Management API credentials must not end it."""
+    metrics.CONFIGURED.set(0)
+    metrics.serve(settings.metrics_port)
+    logger.warning(
+        "stream watch is off: %s not set (a machine-to-machine application with %s); it runs on idle "
+        "until they are set and it is restarted",
+        ", ".join(missing),
+        NEEDS,
+    )
+    stop.wait()
+    logger.info("stream watch stopped")
 
 
 def _guarded_pass(watcher: Watcher) -> None:

@@ -73,6 +73,12 @@ LAST_PASS = Gauge(
     "When this watcher last finished a pass (UNIX time), whatever its outcome.",
     registry=REGISTRY,
 )
+CONFIGURED = Gauge(
+    "auth0_events_stream_watch_configured",
+    "1 when the watcher has Management API credentials and watches, 0 when it runs idle without them.",
+    registry=REGISTRY,
+)
+CONFIGURED.set(1)
 for outcome in ("ok", "standby", "auth0_unavailable", "unavailable", "refused"):
     PASSES.labels(outcome)
 for outcome in ("activated", "failed", "receiver_not_ready", "disabled"):
