@@ -38,7 +38,7 @@ from cli.stream.streams import StreamsClient
 from kernel.routing import parse_routes
 from kernel.settings import load_settings
 from kernel.storage.db import session_scope
-from kernel.storage.models import BackfillCheckpoint, Event, WatcherLease, utcnow
+from kernel.storage.models import Event, WatcherLease, utcnow
 from tests.fake_auth0 import FakeAuth0, make_logs
 from tests.helpers import ROOT, count_lines, free_port, procfile_receiver, take_messages, wait_for
 
@@ -103,13 +103,17 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def ledger(database_url: str) -> Iterator[str]:
-    """database_url (SQLite, then PostgreSQL), whose shared PostgreSQL database is left without the lease
-    or a checkpoint for the next test."""
-    yield database_url
-    with session_scope(database_url) as session:
-        session.execute(delete(WatcherLease))
-        session.execute(delete(BackfillCheckpoint))
+def postgres_database(new_postgres_database: Any) -> Iterator[str]:
+    """database_url's PostgreSQL database is the test's own: a watcher's first pass starts at the oldest
+    event the ledger holds, which in the run's shared database is another test's."""
+    with new_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def ledger(database_url: str) -> str:
+    """database_url: a ledger of the test's own, SQLite, then PostgreSQL."""
+    return database_url
 
 
 def fresh_logs(count: int, age: timedelta = timedelta(hours=1)) -> list[dict[str, Any]]:
