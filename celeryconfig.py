@@ -61,8 +61,8 @@ task_reject_on_worker_lost = True
 task_time_limit = _settings.task_time_limit
 task_soft_time_limit = max(1, _settings.task_time_limit - 15)
 
-# AUTH0_EVENTS_WORKER_POOL (threads by default): the events a worker runs at once share their ledger
-# commits (tasks/group_commit.py). The threads pool enforces no time limit: see the README's "Time limits".
+# AUTH0_EVENTS_WORKER_POOL (prefork by default; with threads the events a worker runs at once share their
+# ledger commits, tasks/group_commit.py). The threads pool enforces no time limit: README, "Time limits".
 # (A `-P prefork` on the command line does not override this: Celery takes worker_pool instead.)
 worker_pool = _settings.worker_pool
 

@@ -83,10 +83,12 @@ class Settings(BaseSettings):
         validation_alias="AUTH0_EVENTS_TASK_TIME_LIMIT",
     )
 
-    # threads: a worker runs WORKER_CONCURRENCY events at once in threads of one process, and their ledger
-    # writes share commits (tasks/group_commit.py); prefork: one event at a time per pool process, each
-    # committing alone, for handlers that need a process of their own (hard time limits kill it).
-    worker_pool: Literal["threads", "prefork"] = Field("threads", validation_alias="AUTH0_EVENTS_WORKER_POOL")
+    # prefork (default): one event at a time per pool process, each committing alone (hard time limits kill
+    # a stuck handler's process). threads: WORKER_CONCURRENCY events at once in threads of one process, their
+    # ledger writes sharing commits (tasks/group_commit.py), 2-3x the events/s; not the default because
+    # Celery's threads pool deadlocks under load: a pool thread and the consumer thread flush the task-event
+    # dispatcher's confirmed connection at once, and the worker stops until RabbitMQ drops it (BENCHMARKS.md).
+    worker_pool: Literal["threads", "prefork"] = Field("prefork", validation_alias="AUTH0_EVENTS_WORKER_POOL")
 
     database_url: str = Field("sqlite:///auth0-events.sqlite3", validation_alias="DATABASE_URL")
     api_tokens: CommaList = Field((), validation_alias="AUTH0_EVENTS_API_TOKENS")

@@ -198,8 +198,9 @@ def test_worker_killed_while_a_shared_commit_is_in_flight_loses_nothing_and_repe
     not): every effect that happened had its claim committed, the next worker processes every event, and
     no effect whose done mark had committed happens again."""
     records = [make_record("s") for _ in range(8)]
+    threads = {**worker_env, "AUTH0_EVENTS_WORKER_POOL": "threads"}  # commits are shared only there
     pausing = {
-        **worker_env,
+        **threads,
         "AUTH0_EVENTS_PLUGINS": "tests.plugin_handlers,tests.pause_commit",
         "AUTH0_EVENTS_TEST_PAUSE_COMMIT": "1",
     }
@@ -219,7 +220,7 @@ def test_worker_killed_while_a_shared_commit_is_in_flight_loses_nothing_and_repe
     }
     # A claim is durable before the effect: no effect without its committed claim (or done mark).
     assert all(key in runs for key, count in before.items() if count), (before, runs)
-    start_worker([queue], worker_env, concurrency=8)
+    start_worker([queue], threads, concurrency=8)
     log_ids = [record["log_id"] for record in records]
     wait_for(lambda: all(_is_processed(database_url, i) for i in log_ids), 60, what="every event processed")
     for (log_id, handler), count in before.items():
