@@ -37,7 +37,7 @@ from cli.stream.lease import NAME, Lease
 from cli.stream.streams import StreamsClient
 from kernel.routing import parse_routes
 from kernel.settings import load_settings
-from kernel.storage.db import session_scope
+from kernel.storage.db import dispose_engines, session_scope
 from kernel.storage.models import Event, WatcherLease, utcnow
 from tests.fake_auth0 import FakeAuth0, make_logs
 from tests.helpers import ROOT, count_lines, free_port, procfile_receiver, take_messages, wait_for
@@ -108,6 +108,7 @@ def postgres_database(new_postgres_database: Any) -> Iterator[str]:
     event the ledger holds, which in the run's shared database is another test's."""
     with new_postgres_database() as url:
         yield url
+        dispose_engines()  # closes this process's pooled connections before the database is dropped
 
 
 @pytest.fixture
