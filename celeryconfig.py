@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from kernel.routing import parse_routes
 from kernel.settings import get_settings
+from kernel.settings import worker_concurrency as _worker_concurrency
 from kernel.topology import EVENTS_EXCHANGE, work_queue
 
 _settings = get_settings()
@@ -61,10 +62,12 @@ task_reject_on_worker_lost = True
 task_time_limit = _settings.task_time_limit
 task_soft_time_limit = max(1, _settings.task_time_limit - 15)
 
-# AUTH0_EVENTS_WORKER_POOL (prefork by default; with threads the events a worker runs at once share their
-# ledger commits, tasks/group_commit.py). The threads pool enforces no time limit: README, "Time limits".
+# AUTH0_EVENTS_WORKER_POOL (threads by default: the events a worker runs at once share their ledger
+# commits, tasks/group_commit.py). The threads pool enforces no time limit: README, "Time limits".
 # (A `-P prefork` on the command line does not override this: Celery takes worker_pool instead.)
 worker_pool = _settings.worker_pool
+# WORKER_CONCURRENCY, or the pool's usual figure (8 threads, 2 processes); `--concurrency` overrides it.
+worker_concurrency = _worker_concurrency(_settings)
 
 # Every message on the work queues is checked before Celery takes it; one that is not this service's task
 # message (published by anyone with broker access) is dead-lettered with the reason (tasks/consumer.py).

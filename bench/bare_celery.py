@@ -14,7 +14,9 @@ from celery import Celery, Task
 # The receiver's task name (tasks.event_task.TASK_NAME), so the same messages run here.
 TASK_NAME = "auth0_events.handle_event"
 
-app = Celery("auth0_events_bare")
+# With the worker's task-event dispatcher (tasks/task_events.py): with Celery's own, a threads-pool worker
+# deadlocks flushing task events from a pool thread, and a bare Celery drain on threads never ends.
+app = Celery("auth0_events_bare", events="tasks.task_events:WorkerEvents")
 app.config_from_object("celeryconfig")
 # No handler registry here: the no-op task needs none of the plug-ins celeryconfig imports.
 app.conf.imports = []

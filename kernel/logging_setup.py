@@ -190,3 +190,8 @@ def celery_setup_logging(loglevel: Any = None, **_: Any) -> None:
     from kernel.settings import get_settings
 
     configure_logging(get_settings(), level=loglevel or None)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # Celery's INFO line for each message received says what Flower's task-received event says; each
+        # event is still logged when it ends ("succeeded in", with its log_id) and by the log handler. One
+        # JSON line less per event is ~6 % of a threads worker's CPU (BENCHMARKS.md, "Workers").
+        logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)

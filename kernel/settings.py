@@ -83,12 +83,13 @@ class Settings(BaseSettings):
         validation_alias="AUTH0_EVENTS_TASK_TIME_LIMIT",
     )
 
-    # prefork (default): one event at a time per pool process, each committing alone (hard time limits kill
-    # a stuck handler's process). threads: WORKER_CONCURRENCY events at once in threads of one process, their
-    # ledger writes sharing commits (tasks/group_commit.py), 2-3x the events/s; not the default because
-    # Celery's threads pool deadlocks under load: a pool thread and the consumer thread flush the task-event
-    # dispatcher's confirmed connection at once, and the worker stops until RabbitMQ drops it (BENCHMARKS.md).
-    worker_pool: Literal["threads", "prefork"] = Field("prefork", validation_alias="AUTH0_EVENTS_WORKER_POOL")
+    # threads (default): WORKER_CONCURRENCY events at once in threads of one process, their ledger writes
+    # sharing commits (tasks/group_commit.py), 2-3x prefork's events/s (BENCHMARKS.md, "Workers"); a task past
+    # the hard time limit ends the worker, which its supervisor restarts (tasks/time_limits.py). prefork:
+    # one event at a time per pool process, each committing alone; the hard time limit kills only that
+    # process. WORKER_CONCURRENCY 0 (unset) takes the pool's usual figure: 8 threads, or 2 processes.
+    worker_pool: Literal["threads", "prefork"] = Field("threads", validation_alias="AUTH0_EVENTS_WORKER_POOL")
+    worker_concurrency: int = Field(0, ge=0, le=256, validation_alias="WORKER_CONCURRENCY")
 
     database_url: str = Field("sqlite:///auth0-events.sqlite3", validation_alias="DATABASE_URL")
     api_tokens: CommaList = Field((), validation_alias="AUTH0_EVENTS_API_TOKENS")
@@ -197,6 +198,14 @@ class Settings(BaseSettings):
 
 class ConfigurationError(Exception):
     """Raised at start-up when the environment holds a value the service cannot run with."""
+
+
+DEFAULT_WORKER_CONCURRENCY = {"threads": 8, "prefork": 2}
+
+
+def worker_concurrency(settings: Settings) -> int:
+    """The events a worker runs at once: WORKER_CONCURRENCY, or its pool's usual figure when 0."""
+    return settings.worker_concurrency or DEFAULT_WORKER_CONCURRENCY[settings.worker_pool]
 
 
 def is_placeholder(secret: str) -> bool:

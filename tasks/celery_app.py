@@ -15,7 +15,13 @@ from kernel.celery_app import app
 from kernel.logging_setup import celery_setup_logging
 from tasks import metrics, time_limits
 from tasks.bootsteps import CheckDatabaseSchema, DeclareTopology, ReportRoutingGaps
+from tasks.task_events import WorkerEvents
 
+# Flower's task events are published by the consumer's thread only: under the threads pool a pool thread
+# flushing them deadlocked the consumer (tasks/task_events.py). Set before anything builds app.events.
+if "events" in vars(app):
+    raise RuntimeError("app.events was built before the worker's WorkerEvents could be set")
+app.events_cls = WorkerEvents
 # Declare every DLQ before the worker takes its first message: a message rejected towards a DLX with no
 # bound queue is dropped on classic queues (and stays stuck in a quorum queue until one is bound).
 app.steps["consumer"].add(DeclareTopology)

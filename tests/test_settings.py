@@ -17,6 +17,7 @@ from kernel.settings import (
     check_flower_basic_auth,
     env_var_for,
     load_settings,
+    worker_concurrency,
 )
 from tests.helpers import ROOT
 
@@ -396,3 +397,30 @@ def test_masking_needs_a_secret_key(monkeypatch: pytest.MonkeyPatch, key: str, s
     assert load_settings(log_mask_pii=False).log_mask_pii is False
     monkeypatch.setenv("AUTH0_EVENTS_LOG_MASK_KEY", TOKEN_A)
     assert load_settings(log_mask_pii=True).log_mask_key == TOKEN_A
+
+
+@pytest.mark.parametrize(
+    ("pool", "given", "expected"),
+    [
+        ("threads", None, 8),
+        ("prefork", None, 2),
+        ("threads", "0", 8),
+        ("threads", "3", 3),
+        ("prefork", "5", 5),
+    ],
+)
+def test_worker_concurrency_defaults_to_the_pools_usual_figure(
+    monkeypatch: pytest.MonkeyPatch, pool: str, given: str | None, expected: int
+) -> None:
+    """The Procfile's workers take no --concurrency: WORKER_CONCURRENCY, or 8 threads / 2 processes."""
+    monkeypatch.setenv("AUTH0_EVENTS_WORKER_POOL", pool)
+    if given is None:
+        monkeypatch.delenv("WORKER_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("WORKER_CONCURRENCY", given)
+    assert worker_concurrency(load_settings()) == expected
+
+
+def test_threads_is_the_default_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTH0_EVENTS_WORKER_POOL", raising=False)
+    assert load_settings().worker_pool == "threads"

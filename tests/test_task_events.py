@@ -1,0 +1,102 @@
+"""The worker's task-event dispatcher publishes only from the consumer's thread (tasks/task_events.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kombu import Connection, Exchange, Queue
+
+from tasks.celery_app import app
+from tasks.task_events import ConsumerThreadDispatcher
+
+TASK_EVENTS = 60  # more than Celery's buffer_limit (24): a pool thread would flush (and deadlock) at 24
+
+
+class RecordingDispatcher(ConsumerThreadDispatcher):
+    """The worker's dispatcher, noting which thread each publish comes from."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.publishing_threads: set[int] = set()
+
+    def _publish(self, *args: Any, **kwargs: Any) -> Any:
+        self.publishing_threads.add(threading.get_ident())
+        return super()._publish(*args, **kwargs)
+
+
+def _events_received(connection: Connection, queue: Queue, deadline: float) -> list[dict[str, Any]]:
+    """Every event on ``queue`` (a task.multi message holds a list of them), until none comes for 1 s."""
+    received: list[dict[str, Any]] = []
+    with connection.SimpleQueue(queue) as simple:
+        while time.monotonic() < deadline:
+            try:
+                message = simple.get(timeout=1)
+            except simple.Empty:
+                break
+            body = message.decode()
+            received.extend(body if isinstance(body, list) else [body])
+            message.ack()
+    return received
+
+
+def test_the_workers_app_uses_the_consumer_thread_dispatcher() -> None:
+    assert issubclass(app.events.Dispatcher, ConsumerThreadDispatcher)
+
+
+def test_pool_threads_only_buffer_and_the_consumer_thread_publishes(broker_url: str) -> None:
+    """Events sent from pool threads wait for the consumer's flush; none is lost, none published elsewhere."""
+    exchange = Exchange("celeryev", type="topic")
+    watch = Queue("task-events-watch", exchange, routing_key="#", auto_delete=True, durable=False)
+    flush_requests: list[int] = []
+    consumer_thread = threading.get_ident()
+    with Connection(broker_url, transport_options={"confirm_publish": True}) as connection:
+        watch(connection.default_channel).declare()
+        dispatcher = app.subclass_with_self(RecordingDispatcher)(
+            connection.clone(),
+            hostname="test@pool",
+            buffer_group=["task"],
+            on_send_buffered=lambda: flush_requests.append(threading.get_ident()),
+        )
+        try:
+
+            def pool_thread_work() -> None:
+                for number in range(TASK_EVENTS):
+                    dispatcher.send("task-succeeded", uuid=f"task-{number}", result="None", runtime=0.01)
+                dispatcher.send("worker-custom", note="outside the buffered groups")
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(lambda _: pool_thread_work(), range(2)))
+
+            assert dispatcher.publishing_threads == set(), "a pool thread published"
+            assert flush_requests, "the pool threads never asked the consumer to flush"
+            assert consumer_thread not in flush_requests
+
+            dispatcher.flush()  # what the consumer's event loop does on the request
+            assert dispatcher.publishing_threads == {consumer_thread}
+        finally:
+            dispatcher.close()
+            dispatcher.connection.close()
+
+        events = _events_received(connection, watch, time.monotonic() + 30)
+    task_ids = sorted(event["uuid"] for event in events if event["type"] == "task-succeeded")
+    assert task_ids == sorted(f"task-{number}" for number in range(TASK_EVENTS) for _ in range(2))
+    assert [event["note"] for event in events if event["type"] == "worker-custom"] == [
+        "outside the buffered groups"
+    ] * 2
+
+
+def test_without_an_event_loop_the_sender_publishes_as_celery_does(broker_url: str) -> None:
+    """No event loop to flush for it (no on_send_buffered): the sending thread publishes, as in Celery."""
+    with Connection(broker_url, transport_options={"confirm_publish": True}) as connection:
+        dispatcher = app.subclass_with_self(RecordingDispatcher)(connection, hostname="test@solo")
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                sender = pool.submit(
+                    lambda: (dispatcher.send("task-succeeded", uuid="solo"), threading.get_ident())[1]
+                ).result()
+        finally:
+            dispatcher.close()
+    assert dispatcher.publishing_threads == {sender}
