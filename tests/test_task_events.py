@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from kombu import Connection, Exchange, Queue
+from kombu.asynchronous import Hub, get_event_loop, set_event_loop
 
 from tasks.celery_app import app
 from tasks.task_events import ConsumerThreadDispatcher
@@ -25,6 +29,15 @@ class RecordingDispatcher(ConsumerThreadDispatcher):
     def _publish(self, *args: Any, **kwargs: Any) -> Any:
         self.publishing_threads.add(threading.get_ident())
         return super()._publish(*args, **kwargs)
+
+
+@pytest.fixture
+def no_event_loop() -> Iterator[None]:
+    """No kombu event loop in this process (an embedded worker of an earlier test may have set one)."""
+    previous = get_event_loop()
+    set_event_loop(None)
+    yield
+    set_event_loop(previous)
 
 
 def _events_received(connection: Connection, queue: Queue, deadline: float) -> list[dict[str, Any]]:
@@ -46,7 +59,9 @@ def test_the_workers_app_uses_the_consumer_thread_dispatcher() -> None:
     assert issubclass(app.events.Dispatcher, ConsumerThreadDispatcher)
 
 
-def test_pool_threads_only_buffer_and_the_consumer_thread_publishes(broker_url: str) -> None:
+def test_pool_threads_only_buffer_and_the_consumer_thread_publishes(
+    broker_url: str, no_event_loop: None
+) -> None:
     """Events sent from pool threads wait for the consumer's flush; none is lost, none published elsewhere."""
     exchange = Exchange("celeryev", type="topic")
     watch = Queue("task-events-watch", exchange, routing_key="#", auto_delete=True, durable=False)
@@ -71,24 +86,31 @@ def test_pool_threads_only_buffer_and_the_consumer_thread_publishes(broker_url: 
                 list(pool.map(lambda _: pool_thread_work(), range(2)))
 
             assert dispatcher.publishing_threads == set(), "a pool thread published"
-            assert flush_requests, "the pool threads never asked the consumer to flush"
+            # One request to the consumer's loop stands for every event buffered until its flush runs.
+            assert len(flush_requests) == 1, "the pool threads asked the loop once per event"
             assert consumer_thread not in flush_requests
 
             dispatcher.flush()  # what the consumer's event loop does on the request
             assert dispatcher.publishing_threads == {consumer_thread}
+            dispatcher.send("task-succeeded", uuid="after-the-flush", result="None", runtime=0.01)
+            assert len(flush_requests) == 2, "an event buffered after a flush did not ask for the next"
+            dispatcher.flush()
         finally:
             dispatcher.close()
             dispatcher.connection.close()
 
         events = _events_received(connection, watch, time.monotonic() + 30)
     task_ids = sorted(event["uuid"] for event in events if event["type"] == "task-succeeded")
-    assert task_ids == sorted(f"task-{number}" for number in range(TASK_EVENTS) for _ in range(2))
+    expected = [f"task-{number}" for number in range(TASK_EVENTS) for _ in range(2)] + ["after-the-flush"]
+    assert task_ids == sorted(expected)
     assert [event["note"] for event in events if event["type"] == "worker-custom"] == [
         "outside the buffered groups"
     ] * 2
 
 
-def test_without_an_event_loop_the_sender_publishes_as_celery_does(broker_url: str) -> None:
+def test_without_an_event_loop_the_sender_publishes_as_celery_does(
+    broker_url: str, no_event_loop: None
+) -> None:
     """No event loop to flush for it (no on_send_buffered): the sending thread publishes, as in Celery."""
     with Connection(broker_url, transport_options={"confirm_publish": True}) as connection:
         dispatcher = app.subclass_with_self(RecordingDispatcher)(connection, hostname="test@solo")
@@ -100,3 +122,49 @@ def test_without_an_event_loop_the_sender_publishes_as_celery_does(broker_url: s
         finally:
             dispatcher.close()
     assert dispatcher.publishing_threads == {sender}
+
+
+def test_the_event_loop_publishes_one_batch_per_interval(broker_url: str) -> None:
+    """Events that arrive within FLUSH_INTERVAL of a flush go out together, when the loop's timer fires."""
+    exchange = Exchange("celeryev", type="topic")
+    watch = Queue("task-events-batches", exchange, routing_key="task.#", auto_delete=True, durable=False)
+    hub = Hub()
+    previous = get_event_loop()
+    set_event_loop(hub)
+    with Connection(broker_url, transport_options={"confirm_publish": True}) as connection:
+        watch(connection.default_channel).declare()
+        dispatcher = app.subclass_with_self(RecordingDispatcher)(
+            connection.clone(),
+            hostname="test@loop",
+            buffer_group=["task"],
+            on_send_buffered=lambda: hub.call_soon(dispatcher.flush),
+        )
+        publishes: list[int] = []
+        original = dispatcher._publish
+        dispatcher._publish = lambda *a, **k: (publishes.append(1), original(*a, **k))[1]
+        # A socket that stays readable, so that each turn of the loop returns at once (as in a busy worker)
+        # instead of sleeping up to 0.1 s for want of anything to read.
+        busy, other_end = socket.socketpair()
+        other_end.send(b"x")
+        hub.add_reader(busy, lambda *_: None)
+        loop = hub.create_loop()
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                for number in range(10):
+                    pool.submit(dispatcher.send, "task-succeeded", uuid=f"t{number}", runtime=0.0).result()
+                    for _ in range(3):  # the loop turns between the events
+                        next(loop)
+            deadline = time.monotonic() + 10
+            while dispatcher._waiting() and time.monotonic() < deadline:
+                next(loop)
+        finally:
+            set_event_loop(previous)
+            dispatcher.close()
+            dispatcher.connection.close()
+            hub.close()
+            busy.close()
+            other_end.close()
+        events = _events_received(connection, watch, time.monotonic() + 30)
+    assert sorted(event["uuid"] for event in events) == sorted(f"t{number}" for number in range(10))
+    # The first event goes out at once; the nine sent within the interval after it, in one or two more.
+    assert 2 <= len(publishes) <= 3, f"{len(publishes)} publishes for 10 events"
