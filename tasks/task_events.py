@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery.app.events import Events
@@ -41,7 +42,7 @@ class ConsumerThreadDispatcher(EventDispatcher):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._consumer_thread = threading.get_ident()
         # Celery's consumer callback, which has the event loop call flush() soon (from any thread).
-        self._ask_loop = self.on_send_buffered
+        self._ask_loop: Callable[[], None] | None = getattr(self, "on_send_buffered", None)
         if self._ask_loop is not None:
             self.on_send_buffered = self._request_flush
         self._flush_requested = False
@@ -54,7 +55,7 @@ class ConsumerThreadDispatcher(EventDispatcher):  # type: ignore[misc]
 
     def _request_flush(self) -> None:
         """Have the event loop flush; one request stands for every event buffered until it runs."""
-        if not self._flush_requested:
+        if not self._flush_requested and self._ask_loop is not None:
             self._flush_requested = True
             self._ask_loop()
 

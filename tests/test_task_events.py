@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kombu import Connection, Exchange, Queue
@@ -24,11 +24,28 @@ class RecordingDispatcher(ConsumerThreadDispatcher):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.publishing_threads: set[int] = set()
+        self.publishes: list[int] = []  # the publishing thread of each message
+
+    @property
+    def publishing_threads(self) -> set[int]:
+        return set(self.publishes)
 
     def _publish(self, *args: Any, **kwargs: Any) -> Any:
-        self.publishing_threads.add(threading.get_ident())
+        self.publishes.append(threading.get_ident())
         return super()._publish(*args, **kwargs)
+
+
+def _watching_dispatcher(
+    connection: Connection, watch: Queue, on_send_buffered: Callable[[], Any]
+) -> RecordingDispatcher:
+    """A worker's dispatcher on a connection of its own, and ``watch`` bound to the events exchange."""
+    watch(connection.default_channel).declare()
+    return cast(
+        RecordingDispatcher,
+        app.subclass_with_self(RecordingDispatcher)(
+            connection.clone(), hostname="test@pool", buffer_group=["task"], on_send_buffered=on_send_buffered
+        ),
+    )
 
 
 @pytest.fixture
@@ -68,12 +85,8 @@ def test_pool_threads_only_buffer_and_the_consumer_thread_publishes(
     flush_requests: list[int] = []
     consumer_thread = threading.get_ident()
     with Connection(broker_url, transport_options={"confirm_publish": True}) as connection:
-        watch(connection.default_channel).declare()
-        dispatcher = app.subclass_with_self(RecordingDispatcher)(
-            connection.clone(),
-            hostname="test@pool",
-            buffer_group=["task"],
-            on_send_buffered=lambda: flush_requests.append(threading.get_ident()),
+        dispatcher = _watching_dispatcher(
+            connection, watch, lambda: flush_requests.append(threading.get_ident())
         )
         try:
 
@@ -132,16 +145,9 @@ def test_the_event_loop_publishes_one_batch_per_interval(broker_url: str) -> Non
     previous = get_event_loop()
     set_event_loop(hub)
     with Connection(broker_url, transport_options={"confirm_publish": True}) as connection:
-        watch(connection.default_channel).declare()
-        dispatcher = app.subclass_with_self(RecordingDispatcher)(
-            connection.clone(),
-            hostname="test@loop",
-            buffer_group=["task"],
-            on_send_buffered=lambda: hub.call_soon(dispatcher.flush),
-        )
-        publishes: list[int] = []
-        original = dispatcher._publish
-        dispatcher._publish = lambda *a, **k: (publishes.append(1), original(*a, **k))[1]
+        made: list[RecordingDispatcher] = []  # the loop's callback needs the dispatcher it is given to
+        dispatcher = _watching_dispatcher(connection, watch, lambda: hub.call_soon(made[0].flush))
+        made.append(dispatcher)
         # A socket that stays readable, so that each turn of the loop returns at once (as in a busy worker)
         # instead of sleeping up to 0.1 s for want of anything to read.
         busy, other_end = socket.socketpair()
@@ -167,4 +173,4 @@ def test_the_event_loop_publishes_one_batch_per_interval(broker_url: str) -> Non
         events = _events_received(connection, watch, time.monotonic() + 30)
     assert sorted(event["uuid"] for event in events) == sorted(f"t{number}" for number in range(10))
     # The first event goes out at once; the nine sent within the interval after it, in one or two more.
-    assert 2 <= len(publishes) <= 3, f"{len(publishes)} publishes for 10 events"
+    assert 2 <= len(dispatcher.publishes) <= 3, f"{len(dispatcher.publishes)} publishes for 10 events"
