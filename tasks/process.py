@@ -112,6 +112,12 @@ def run_outside(
 
     def mark(connection: Connection) -> None:
         now = utcnow()
+        if finish == [registration.name]:
+            # The event's only handler: its done mark makes the event processed, with no other handler's
+            # mark to wait for (two statements instead of three). The event's row first, as everywhere.
+            record_outcome(connection, event.log_id, "processed", now)
+            mark_done(connection, event.log_id, registration.name, task_id, now)
+            return
         if finish is not None:
             lock_event(connection, event.log_id)
         mark_done(connection, event.log_id, registration.name, task_id, now)
