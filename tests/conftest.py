@@ -55,8 +55,9 @@ SERVICE_TIERS = frozenset({"broker", "database", "worker", "process", "bench"})
 SLOW_TIERS = SERVICE_TIERS | {"local"}
 # scripts/test runs the service tiers in parallel processes (pytest-xdist), then these markers' tests alone:
 # a benchmark's --quick run starts its own workers and receivers and runs for its time budget, which a
-# machine busy with other tests would stretch past the test's timeout.
-SERIAL_MARKERS = frozenset({"bench"})
+# machine busy with other tests would stretch past the test's timeout; the cluster tests' three RabbitMQ
+# nodes and clients miss heartbeats on a machine busy with other tests (a client then fails over unasked).
+SERIAL_MARKERS = frozenset({"bench", "cluster"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,6 +91,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tiers (from its fixtures and markers), or `fast` when it has none; and
     group the tests that share a module's fixture for pytest-xdist."""
+    grouped: set[str] = set()
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         tiers = {tier for fixture, tier in TIER_OF_FIXTURE.items() if fixture in fixtures}
@@ -111,6 +113,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             # --dist loadgroup sends the tests sharing a module's fixture (a cluster, a receiver) to one
             # process, which sets it up once; other tests go wherever a process is free.
             item.add_marker(pytest.mark.xdist_group(shared))
+            grouped.add(item.nodeid)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-xdist hands out work in collection order: the groups, each minutes long (a cluster, a
+        # receiver's tests), go first, and the single tests fill the processes' time around them.
+        items.sort(key=lambda item: item.nodeid not in grouped)
 
 
 def _module_fixture_user(item: pytest.Item) -> str | None:
