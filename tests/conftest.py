@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -51,6 +53,11 @@ TIER_OF_FIXTURE = {
 }
 SERVICE_TIERS = frozenset({"broker", "database", "worker", "process", "bench"})
 SLOW_TIERS = SERVICE_TIERS | {"local"}
+# scripts/test runs the service tiers in parallel processes (pytest-xdist), then these markers' tests alone:
+# a benchmark's --quick run starts its own workers and receivers and runs for its time budget, which a
+# machine busy with other tests would stretch past the test's timeout; the cluster tests' three RabbitMQ
+# nodes and clients miss heartbeats on a machine busy with other tests (a client then fails over unasked).
+SERIAL_MARKERS = frozenset({"bench", "cluster"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,6 +70,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
     upgrade(os.environ["DATABASE_URL"])
     reload_settings()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does: the fixtures' teardowns still stop the
+    workers, receivers and RabbitMQ nodes the tests started in sessions of their own, which it misses."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -72,8 +87,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(effects, ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, and before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its tiers (from its fixtures and markers), or `fast` when it has none."""
+    """Mark each test with its tiers (from its fixtures and markers), or `fast` when it has none; and
+    group the tests that share a module's fixture for pytest-xdist."""
+    grouped: set[str] = set()
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         tiers = {tier for fixture, tier in TIER_OF_FIXTURE.items() if fixture in fixtures}
@@ -89,6 +107,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(tier)
         if not tiers:
             item.add_marker("fast")
+        if any(item.get_closest_marker(name) for name in SERIAL_MARKERS):
+            item.add_marker("serial")
+        if (shared := _module_fixture_user(item)) is not None:
+            # --dist loadgroup sends the tests sharing a module's fixture (a cluster, a receiver) to one
+            # process, which sets it up once; other tests go wherever a process is free.
+            item.add_marker(pytest.mark.xdist_group(shared))
+            grouped.add(item.nodeid)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-xdist hands out work in collection order: the groups, each minutes long (a cluster, a
+        # receiver's tests), go first, and the single tests fill the processes' time around them.
+        items.sort(key=lambda item: item.nodeid not in grouped)
+
+
+def _module_fixture_user(item: pytest.Item) -> str | None:
+    """The test's module path when it uses a fixture set up once per module or class, else None."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in getattr(item, "fixturenames", ()):
+        definitions = info.name2fixturedefs.get(name)
+        if definitions and definitions[-1].scope in ("module", "class", "package"):
+            return item.nodeid.split("::", 1)[0]
+    return None
 
 
 _EFFECTS = pytest.StashKey[Path]()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -307,11 +308,30 @@ class WorkerProcess:
             self.kill()
 
 
+# free_port() hands out ports below Linux's ephemeral range (32768 and up), where no outgoing connection
+# takes one between the pick and the bind (a RabbitMQ node binds its ports seconds after); each pytest-xdist
+# worker (PYTEST_XDIST_WORKER gw0, gw1, …) picks from its own slice, so two workers never pick the same.
+PORT_RANGE = (20000, 32768)
+PORT_SLICE = 1000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now and not handed out before by this process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    slices = (PORT_RANGE[1] - PORT_RANGE[0]) // PORT_SLICE
+    low = PORT_RANGE[0] + (int(worker) % slices if worker.isdigit() else 0) * PORT_SLICE
+    candidates = [port for port in range(low, low + PORT_SLICE) if port not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise AssertionError(f"no free TCP port left in {low}-{low + PORT_SLICE - 1}")
 
 
 def procfile() -> dict[str, str]:

@@ -306,7 +306,8 @@ class RabbitCluster:
         self.wait_until_clustered(timeout)
 
     def remove(self) -> None:
-        """Stop every node and delete the cluster's data, logs and configuration."""
-        for node in self.nodes:
-            node.remove()
+        """Stop every node (at once: each stop is seconds of rabbitmqctl) and delete the cluster's data,
+        logs and configuration."""
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            list(pool.map(lambda node: node.remove(), self.nodes))
         shutil.rmtree(self.directory, ignore_errors=True)

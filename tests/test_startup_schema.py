@@ -224,7 +224,9 @@ def test_worker_waits_for_an_unreachable_database_consuming_nothing_then_starts(
     worker = new_worker(workers, tmp_path, queue, url)
     with pytest.raises(AssertionError, match="timed out"):  # the process runs on, not ready
         worker.start(timeout=4)
-    assert "cannot reach the database" in worker.log_text()
+    # A busy machine (a parallel test run) may take longer than that to import the worker and try once.
+    wait_for(lambda: "cannot reach the database" in worker.log_text(), 30, 0.1, "the worker to say it waits")
+    assert " ready." not in worker.log_text()
     assert depth(broker, queue) == 1
     proxy.refusing = False
     wait_for(lambda: " ready." in worker.log_text(), 30, 0.1, "the worker to start once the database answers")
@@ -241,7 +243,7 @@ def test_worker_waiting_for_its_database_stops_at_once_when_told(
     worker = new_worker(workers, tmp_path, queue, "postgresql://postgres@127.0.0.1:1/nothing")
     with pytest.raises(AssertionError, match="timed out"):
         worker.start(timeout=3)
-    assert "cannot reach the database" in worker.log_text()
+    wait_for(lambda: "cannot reach the database" in worker.log_text(), 30, 0.1, "the worker to say it waits")
     began = time.monotonic()
     worker.stop()
     assert worker.process is not None
