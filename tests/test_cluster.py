@@ -62,6 +62,10 @@ BATCH = 10  # records per request
 PAUSE = 0.2  # between two requests of the traffic thread
 DOWN = 6.0  # seconds a node stays down while batches keep arriving
 TRIES = 3  # Auth0 sends a batch again after a 5xx or a timeout
+# Seconds before the second and third try. Auth0 does not send a failed batch again at once (its delays are
+# not documented); three tries within 0.3 s were all refused while the receiver's publisher was still
+# connecting to the next node on a loaded machine (its failover takes 0.5-1.2 s, BENCHMARKS.md, Cluster).
+RETRY_WAITS = (1.0, 2.0)
 REQUEST_TIMEOUT = 30.0
 PUBLISH_TIMEOUT = 10.0
 CLI = str(Path(sys.executable).parent / "auth0-events")
@@ -120,7 +124,9 @@ class Traffic:
     def _send(self, session: requests.Session, records: list[dict[str, Any]]) -> Answer:
         answer = Answer([record["log_id"] for record in records], time.monotonic())
         body, headers = as_jsonl(records), {"Authorization": TEST_TOKEN}
-        for _try in range(TRIES):
+        for attempt in range(TRIES):
+            if attempt:
+                time.sleep(RETRY_WAITS[attempt - 1])
             try:
                 response = session.post(
                     f"{self.receiver.url}/webhooks/auth0", data=body, headers=headers, timeout=REQUEST_TIMEOUT
