@@ -384,11 +384,9 @@ def test_losing_the_leader_of_auth0_s_loses_nothing(whole: Pipeline) -> None:
     )
 
 
-def test_losing_the_receivers_node_fails_the_receiver_over(whole: Pipeline) -> None:
-    """SIGKILL the node the receiver's processes (and Flower) are connected to: they connect to the next
-    node of BROKER_URL and keep answering 2xx; nothing accepted is lost or handled twice; Flower shows
-    the tasks of the batches sent after the loss."""
-    node, pid = whole.receiver_node, whole.receiver.process.pid
+def fail_over(whole: Pipeline, node: RabbitNode, pid: int, what: str) -> tuple[Loss, threading.Thread]:
+    """SIGKILL ``node``, which process ``pid`` is connected to, mid-ingest: the process connects to another
+    node, every accepted event is handled once; returns the loss and the thread bringing the node back."""
     assert connected_nodes(pid, whole.cluster) == {node}
     loss = kill_mid_ingest(whole, node, watched=pid)
     moved = connected_nodes(pid, whole.cluster)  # before the node returns: then it may connect there again
@@ -396,7 +394,15 @@ def test_losing_the_receivers_node_fails_the_receiver_over(whole: Pipeline) -> N
     assert node not in moved
     back = returning(whole.cluster, node)
     events, delivered = all_handled_once(whole, loss.traffic)
-    loss.report("receiver's node lost", events, delivered)
+    loss.report(what, events, delivered)
+    return loss, back
+
+
+def test_losing_the_receivers_node_fails_the_receiver_over(whole: Pipeline) -> None:
+    """SIGKILL the node the receiver's processes (and Flower) are connected to: they connect to the next
+    node of BROKER_URL and keep answering 2xx; nothing accepted is lost or handled twice; Flower shows
+    the tasks of the batches sent after the loss."""
+    loss, back = fail_over(whole, whole.receiver_node, whole.receiver.process.pid, "receiver's node lost")
     last = loss.traffic.accepted()[-1]
     wait_for(lambda: last in flower_tasks(whole.flower), 60, 0.5, "Flower to show the last batch's tasks")
     back.join()
@@ -406,13 +412,5 @@ def test_losing_the_workers_node_fails_the_worker_over(whole: Pipeline) -> None:
     """SIGKILL the node the worker consumes through: it connects to the next node of BROKER_URL and
     handles every event, the ones it had in hand redelivered and absorbed by the ledger."""
     assert whole.worker.process is not None
-    node, pid = whole.worker_node, whole.worker.process.pid
-    assert connected_nodes(pid, whole.cluster) == {node}
-    loss = kill_mid_ingest(whole, node, watched=pid)
-    moved = connected_nodes(pid, whole.cluster)  # before the node returns: then it may connect there again
-    assert moved
-    assert node not in moved
-    back = returning(whole.cluster, node)
-    events, delivered = all_handled_once(whole, loss.traffic)
-    loss.report("worker's node lost", events, delivered)
+    _, back = fail_over(whole, whole.worker_node, whole.worker.process.pid, "worker's node lost")
     back.join()

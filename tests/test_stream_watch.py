@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -601,6 +602,31 @@ def test_a_watcher_killed_mid_fill_loses_and_repeats_nothing(
     )
 
 
+@contextmanager
+def running_watch(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`auth0-events stream watch` with its output in ``log``; SIGTERM at the end must end it cleanly."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(CLI), "stream", "watch"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(30)
+    text = log.read_text()
+    assert returncode == 0, text
+    assert "Traceback" not in text
+
+
+def watch_metrics(port: int) -> str:
+    """The watcher's metrics page, or "" while it does not answer."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
 def test_without_credentials_the_watch_runs_idle_and_says_so(sqlite_url: str, tmp_path: Path) -> None:
     """No AUTH0_DOMAIN/CLIENT_ID/CLIENT_SECRET: `stream watch` (a Procfile process, which honcho would stop
     every other one for by exiting) logs that it is off and why, serves configured 0, and ends on SIGTERM;
@@ -618,28 +644,17 @@ def test_without_credentials_the_watch_runs_idle_and_says_so(sqlite_url: str, tm
     assert once.returncode == 1
     assert "AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET not set" in once.stderr
     log = tmp_path / "watch.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(CLI), "stream", "watch"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+    with running_watch(env, log) as process:
+        wait_for(
+            lambda: "auth0_events_stream_watch_configured 0.0" in watch_metrics(port),
+            60,
+            0.2,
+            "the idle watcher's metrics",
         )
-    try:
-
-        def idle() -> bool:
-            try:
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            except httpx.HTTPError:
-                return False
-            return "auth0_events_stream_watch_configured 0.0" in text
-
-        wait_for(idle, 60, 0.2, "the idle watcher's metrics")
         assert process.poll() is None
-    finally:
-        process.send_signal(signal.SIGTERM)
-        returncode = process.wait(30)
-    text = log.read_text()
-    assert returncode == 0, text
-    assert "stream watch is off: AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET not set" in text
-    assert "Traceback" not in text
+    assert (
+        "stream watch is off: AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET not set" in log.read_text()
+    )
 
 
 def test_auth0_unreachable_the_watch_runs_on_and_says_so(
@@ -660,17 +675,10 @@ def test_auth0_unreachable_the_watch_runs_on_and_says_so(
         "AUTH0_EVENTS_LOG_FORMAT": "text",
     }
     log = tmp_path / "watch.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(CLI), "stream", "watch"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
+    with running_watch(env, log) as process:
 
         def unavailable_passes() -> float:
-            try:
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            except httpx.HTTPError:
-                return 0
+            text = watch_metrics(port)
             for line in text.splitlines():
                 if line.startswith('auth0_events_stream_watch_passes_total{outcome="auth0_unavailable"}'):
                     return float(line.split()[-1]) >= 2 and "auth0_events_stream_watch_auth0_up 0.0" in text
@@ -678,14 +686,9 @@ def test_auth0_unreachable_the_watch_runs_on_and_says_so(
 
         wait_for(unavailable_passes, 60, 0.2, "two passes that found Auth0 unreachable")
         assert process.poll() is None
-    finally:
-        process.send_signal(signal.SIGTERM)
-        returncode = process.wait(30)
     text = log.read_text()
-    assert returncode == 0, text
     assert "Auth0 unreachable" in text
     assert "ConnectError" in text
-    assert "Traceback" not in text
 
 
 @pytest.mark.parametrize(("source", "problem"), [("backfill", None), ("stream", None), ("evil", "source")])
