@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Connection, Delete, Select, Table, Update, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,6 +41,7 @@ class _Statements:
 
     upsert_event: Any
     claim_new: Any
+    claim_new_many: Any
     read_run: Select[Any]
     take_over: Update
     upsert_done: Any
@@ -86,6 +87,7 @@ def _statements(dialect: str) -> _Statements:
         upsert_event=upsert_event,
         # RETURNING rather than rowcount, which psycopg reports as -1 for this statement.
         claim_new=insert(RUNS).on_conflict_do_nothing().returning(RUNS.c.handler),
+        claim_new_many=insert(RUNS).on_conflict_do_nothing().returning(RUNS.c.log_id, RUNS.c.handler),
         read_run=select(RUNS.c.state, RUNS.c.task_id, RUNS.c.claimed_at).where(this_run).with_for_update(),
         take_over=update(RUNS).where(this_run),
         upsert_done=upsert_done,
@@ -117,7 +119,22 @@ def record_attempt(
     The searchable copies of type, user_id, user_name, client_id and ip are cut to their columns' length;
     raw keeps them whole. (The log_id is never cut: parse_event refuses one longer than its column.)
     """
-    values = {
+    connection.execute(_sql(connection).upsert_event, _event_values(event, received_at, now, source))
+
+
+def record_attempts(
+    connection: Connection, attempts: list[tuple[Auth0Event, datetime, str]], now: datetime
+) -> None:
+    """record_attempt for each (event, received_at, source) of ``attempts``, in one multi-row statement.
+
+    Their log_ids must differ (PostgreSQL refuses a statement that updates one row twice).
+    """
+    rows = [_event_values(event, received_at, now, source) for event, received_at, source in attempts]
+    connection.execute(_sql(connection).upsert_event, rows)
+
+
+def _event_values(event: Auth0Event, received_at: datetime, now: datetime, source: str) -> dict[str, Any]:
+    return {
         "log_id": event.log_id,
         "type": fit(EVENTS.c.type, event.type),
         "date": event.date,
@@ -132,7 +149,6 @@ def record_attempt(
         "attempts": 1,
         "updated_at": now,
     }
-    connection.execute(_sql(connection).upsert_event, values)
 
 
 def lock_event(connection: Connection, log_id: str) -> None:
@@ -180,6 +196,50 @@ def claim(
     values = {"log_id": log_id, "handler": handler, "state": "claimed", "task_id": task_id, "claimed_at": now}
     if connection.execute(sql.claim_new, values).first() is not None:
         return "run"
+    return _claim_taken(connection, log_id, handler, task_id, now, stale_after)
+
+
+class ClaimRequest(NamedTuple):
+    """One claim of claim_many: the arguments of claim other than the connection and the time."""
+
+    log_id: str
+    handler: str
+    task_id: str
+    stale_after: timedelta
+
+
+def claim_many(connection: Connection, requests: list[ClaimRequest], now: datetime) -> list[Claim]:
+    """claim for each of ``requests``, the new claims in one multi-row statement; their results in order.
+
+    The (log_id, handler) pairs must differ. A handler run already recorded is decided on its own, as
+    claim decides it.
+    """
+    if not requests:
+        return []
+    rows = [
+        {
+            "log_id": r.log_id,
+            "handler": r.handler,
+            "state": "claimed",
+            "task_id": r.task_id,
+            "claimed_at": now,
+        }
+        for r in requests
+    ]
+    new = {(row.log_id, row.handler) for row in connection.execute(_sql(connection).claim_new_many, rows)}
+    return [
+        "run"
+        if (r.log_id, r.handler) in new
+        else _claim_taken(connection, r.log_id, r.handler, r.task_id, now, r.stale_after)
+        for r in requests
+    ]
+
+
+def _claim_taken(
+    connection: Connection, log_id: str, handler: str, task_id: str, now: datetime, stale_after: timedelta
+) -> Claim:
+    """Decide on a handler run another claim recorded first: done, owned by a live task, or taken over."""
+    sql = _sql(connection)
     this_run = {"run_log_id": log_id, "run_handler": handler}
     run = connection.execute(sql.read_run, this_run).one()  # runs are only deleted by their owner
     if run.state == "done":
@@ -192,7 +252,11 @@ def claim(
 
 def mark_done(connection: Connection, log_id: str, handler: str, task_id: str, now: datetime) -> None:
     """Record that the handler's effect for this event completed."""
-    values = {
+    connection.execute(_sql(connection).upsert_done, _done_values(log_id, handler, task_id, now))
+
+
+def _done_values(log_id: str, handler: str, task_id: str, now: datetime) -> dict[str, Any]:
+    return {
         "log_id": log_id,
         "handler": handler,
         "state": "done",
@@ -200,7 +264,21 @@ def mark_done(connection: Connection, log_id: str, handler: str, task_id: str, n
         "claimed_at": now,
         "done_at": now,
     }
-    connection.execute(_sql(connection).upsert_done, values)
+
+
+def finish_many(connection: Connection, marks: list[tuple[str, str, str]], now: datetime) -> None:
+    """For each (log_id, handler, task_id) of ``marks``, the event's only handler: its done mark, and the
+    event processed. Two multi-row statements, the events' rows first; the log_ids must differ.
+    """
+    sql = _sql(connection)
+    connection.execute(
+        sql.set_outcome,
+        [
+            {"event_log_id": log_id, "state": "processed", "last_error": None, "updated_at": now}
+            for log_id, _handler, _task_id in marks
+        ],
+    )
+    connection.execute(sql.upsert_done, [_done_values(*mark, now) for mark in marks])
 
 
 def release_claims(connection: Connection, log_id: str, task_id: str) -> None:

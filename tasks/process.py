@@ -13,15 +13,18 @@ from kernel.storage.db import session_scope
 from kernel.storage.models import utcnow
 from kernel.wire import STREAM
 from tasks import metrics
-from tasks.group_commit import commit_together
+from tasks.group_commit import Bulk, commit_together
 from tasks.handlers import Registration, handlers_for
 from tasks.ledger import (
     Claim,
+    ClaimRequest,
     claim,
+    claim_many,
+    finish_many,
     lock_event,
     mark_done,
     mark_processed_if_done,
-    record_attempt,
+    record_attempts,
     record_outcome,
     release_claims,
 )
@@ -36,6 +39,65 @@ class Outcome:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     owned_elsewhere: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attempt(Bulk):
+    """An attempt's ledger write: the event stored (or its attempts counted) and its handlers outside the
+    database claimed; the event marked processed if it has no handler left to run."""
+
+    event: Auth0Event
+    received_at: datetime
+    source: str
+    task_id: str
+    stale_after: timedelta
+    #: Every handler of the event, and those of them outside the database (the ones claimed here).
+    names: tuple[str, ...]
+    outside: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """The event's log_id."""
+        return self.event.log_id
+
+    @classmethod
+    def run_many(cls, connection: Connection, items: list[Attempt]) -> list[dict[str, Claim]]:
+        """The attempts of ``items``: their events in one statement, then their claims in another."""
+        now = utcnow()
+        record_attempts(connection, [(item.event, item.received_at, item.source) for item in items], now)
+        requests = [
+            ClaimRequest(item.event.log_id, name, item.task_id, item.stale_after)
+            for item in items
+            for name in item.outside
+        ]
+        claims = iter(claim_many(connection, requests, now))
+        results = []
+        for item in items:
+            taken = {name: next(claims) for name in item.outside}
+            if len(item.outside) == len(item.names) and "run" not in taken.values():
+                mark_processed_if_done(connection, item.event.log_id, item.names, now)  # nothing left to run
+            results.append(taken)
+        return results
+
+
+@dataclass(frozen=True)
+class Finish(Bulk):
+    """The done mark of an event's only handler, which makes the event processed (no other mark waits)."""
+
+    log_id: str
+    handler: str
+    task_id: str
+
+    @property
+    def key(self) -> str:
+        """The event's log_id."""
+        return self.log_id
+
+    @classmethod
+    def run_many(cls, connection: Connection, items: list[Finish]) -> list[None]:
+        """The done marks of ``items`` in one statement, their events' states in another."""
+        finish_many(connection, [(item.log_id, item.handler, item.task_id) for item in items], utcnow())
+        return [None] * len(items)
 
 
 def process_event(
@@ -56,17 +118,10 @@ def process_event(
     outside = [registration.name for registration in registrations if not registration.transactional]
     # Two ledger writes for an event whose handlers act outside the database: the attempt with every claim,
     # then the last done mark with the outcome (BENCHMARKS.md: each transaction was a measured share). Each
-    # commits together with the writes of the events running beside it (tasks/group_commit.py).
-
-    def attempt(connection: Connection) -> dict[str, Claim]:
-        now = utcnow()
-        record_attempt(connection, event, received_at, now, source)
-        taken = {name: claim(connection, event.log_id, name, task_id, now, stale_after) for name in outside}
-        if len(outside) == len(names) and "run" not in taken.values():
-            mark_processed_if_done(connection, event.log_id, names, now)  # nothing left to run
-        return taken
-
-    claims = commit_together(attempt, database_url)
+    # commits together with the writes of the events running beside it (tasks/group_commit.py), in
+    # statements shared with them.
+    attempt = Attempt(event, received_at, source, task_id, stale_after, tuple(names), tuple(outside))
+    claims: dict[str, Claim] = commit_together(attempt, database_url)
     to_run = [r for r in registrations if r.transactional or claims[r.name] == "run"]
     outcome = Outcome()
     for registration in registrations:
@@ -110,14 +165,12 @@ def run_outside(
     with metrics.timed_handler(event.type, registration.name):
         registration.func(event)
 
+    if finish == [registration.name]:
+        commit_together(Finish(event.log_id, registration.name, task_id), database_url)
+        return "run"
+
     def mark(connection: Connection) -> None:
         now = utcnow()
-        if finish == [registration.name]:
-            # The event's only handler: its done mark makes the event processed, with no other handler's
-            # mark to wait for (two statements instead of three). The event's row first, as everywhere.
-            record_outcome(connection, event.log_id, "processed", now)
-            mark_done(connection, event.log_id, registration.name, task_id, now)
-            return
         if finish is not None:
             lock_event(connection, event.log_id)
         mark_done(connection, event.log_id, registration.name, task_id, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from kernel.storage.db import get_engine, session_scope
 from kernel.storage.models import Event
 from tasks.group_commit import GROUP_SIZE_KEY, GroupCommit
 from tasks.ledger import record_attempt
+from tasks.process import Attempt, Finish
 from tests.helpers import make_record
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -177,3 +179,109 @@ def test_no_caller_returns_before_the_commit_of_its_write(database_url: str) -> 
             thread.join(30)
         event.remove(engine, "commit", hold)
     assert sorted(returned) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+def statements(database_url: str) -> Any:
+    """The SQL text of each statement sent to the database meanwhile (one per execute or executemany)."""
+    seen: list[str] = []
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = get_engine(database_url)
+    event.listen(engine, "before_cursor_execute", on_execute)
+    yield seen
+    event.remove(engine, "before_cursor_execute", on_execute)
+
+
+def attempt_item(
+    record: dict[str, Any], handlers: tuple[str, ...] = ("h",), task_id: str = "task-1"
+) -> Attempt:
+    """The ledger write of an attempt of the record's event, as process_event makes it."""
+    return Attempt(parse_event(record), NOW, "stream", task_id, timedelta(minutes=6), handlers, handlers)
+
+
+def test_attempts_of_one_batch_share_their_statements(
+    database_url: str, sizes: list[int], statements: list[str]
+) -> None:
+    """Twelve attempts at once: each gets its own claims, and a batch of several sends one multi-row
+    statement for the events and one for the claims, not one of each per attempt."""
+    records = [make_record("s") for _ in range(THREADS)]
+    results = run_at_once(GroupCommit(database_url), [attempt_item(record, ("a", "b")) for record in records])
+    assert results == [{"a": "run", "b": "run"}] * THREADS
+    assert stored(database_url) >= {record["log_id"] for record in records}
+    inserts = [sql for sql in statements if sql.lstrip().upper().startswith("INSERT")]
+    assert max(sizes) >= 2, sizes
+    # One events statement and one claims statement per transaction, whatever its number of attempts.
+    assert len(inserts) == 2 * len(sizes), (sizes, len(inserts))
+
+
+def test_one_event_twice_in_a_batch_is_written_twice_and_claimed_once(database_url: str) -> None:
+    """Two deliveries of one event in one batch: the second runs after the first, not in its statement
+    (PostgreSQL refuses a statement that updates a row twice); one of them gets the claim."""
+    record = make_record("s")
+    items = [attempt_item(record, task_id="task-1"), attempt_item(record, task_id="task-2")]
+    items += [attempt_item(make_record("s")) for _ in range(4)]
+    results = run_at_once(GroupCommit(database_url), items)
+    assert not [result for result in results if isinstance(result, Exception)], results
+    assert sorted(result["h"] for result in results[:2]) == ["owned", "run"]
+    assert all(result == {"h": "run"} for result in results[2:])
+    with session_scope(database_url) as session:
+        attempts = session.scalars(select(Event.attempts).where(Event.log_id == record["log_id"])).one()
+    assert attempts == 2
+
+
+def test_claims_already_taken_are_decided_in_a_shared_batch(database_url: str) -> None:
+    """A batch meeting a done run, another task's fresh claim and the same task's own claim: skipped as
+    done, left to its owner, taken over, as claim decides each alone."""
+    done, owned, own = (make_record("s") for _ in range(3))
+    group = GroupCommit(database_url)
+    group.run(attempt_item(done, task_id="t-done"))
+    group.run(Finish(done["log_id"], "h", "t-done"))
+    group.run(attempt_item(owned, task_id="t-other"))
+    group.run(attempt_item(own, task_id="t-own"))
+    results = run_at_once(
+        group,
+        [
+            attempt_item(done, task_id="t-new"),
+            attempt_item(owned, task_id="t-new"),
+            attempt_item(own, task_id="t-own"),
+            attempt_item(make_record("s"), task_id="t-new"),
+        ],
+    )
+    assert results == [{"h": "done"}, {"h": "owned"}, {"h": "run"}, {"h": "run"}]
+
+
+def test_a_failing_bulk_statement_fails_only_its_own_write(database_url: str) -> None:
+    """A multi-row statement that fails for one attempt's values: the batch runs again write by write,
+    and only that attempt fails."""
+    records = [make_record("s") for _ in range(6)]
+    items = [attempt_item(record) for record in records]
+    # A date the events' date column cannot take: the multi-row statement fails while binding it.
+    items[2] = replace(items[2], event=replace(items[2].event, date="not a date"))  # type: ignore[arg-type]
+    results = run_at_once(GroupCommit(database_url), items)
+    failed = [index for index, result in enumerate(results) if isinstance(result, Exception)]
+    assert failed == [2], results
+    assert all(result == {"h": "run"} for index, result in enumerate(results) if index != 2)
+    assert stored(database_url) >= {record["log_id"] for index, record in enumerate(records) if index != 2}
+
+
+def test_the_connection_is_kept_between_batches_and_given_back_after_a_failure(database_url: str) -> None:
+    """Batches in a row use one connection; one that fails gives it back and the next takes a fresh one."""
+    group = GroupCommit(database_url)
+    seen: list[int] = []
+
+    def which(connection: Connection) -> None:
+        seen.append(id(connection))
+
+    def broken(connection: Connection) -> None:
+        seen.append(id(connection))
+        connection.execute(text("SELECT * FROM no_such_table"))
+
+    group.run(which)
+    group.run(which)
+    with pytest.raises(Exception, match="no_such_table"):
+        group.run(broken)
+    group.run(which)
+    assert seen[0] == seen[1] == seen[2] != seen[3]
