@@ -147,8 +147,9 @@ class GroupCommit:
                         failed = True
                         raise
             finally:
-                connection.info.pop(GROUP_SIZE_KEY, None)
                 self._used_at = time.monotonic()
+                if not (connection.closed or connection.invalidated):  # info would reconnect
+                    connection.info.pop(GROUP_SIZE_KEY, None)
         except BaseException as exc:  # noqa: BLE001 - handed to each caller, who raises it
             self._release()
             if failed and len(batch) > 1:
@@ -167,14 +168,16 @@ class GroupCommit:
     def _connect(self) -> Connection:
         """The connection kept from the last batch, or a new one from the pool.
 
-        Kept because a pool checkout and return for each batch was ~4 % of a threads worker's CPU. Given
-        back when idle for PING_IDLE_SECONDS (the pool then pings it before its next use, as it pings any
-        connection idle that long), when the process's engine was replaced, and after any failure.
+        Kept because a pool checkout and return for each batch was ~4 % of a threads worker's CPU. Pinged
+        first when idle for over PING_IDLE_SECONDS, as the pool pings a connection idle that long (one the
+        database ended meanwhile is dropped, and a fresh one taken); given back when the process's engine
+        was replaced, and after any failure.
         """
         engine = get_engine(self.url)
         held = self._connection
         if held is not None and (
-            held.engine is not engine or time.monotonic() - self._used_at > PING_IDLE_SECONDS
+            held.engine is not engine
+            or (time.monotonic() - self._used_at > PING_IDLE_SECONDS and not _answers(held))
         ):
             self._release()
         if self._connection is None:
@@ -188,6 +191,16 @@ class GroupCommit:
                 connection.close()
             except Exception:  # noqa: BLE001 - a connection that cannot even close is dropped all the same
                 connection.invalidate()
+
+
+def _answers(connection: Connection) -> bool:
+    """Whether the database still answers on ``connection`` (a failed ping also invalidates it)."""
+    try:
+        connection.exec_driver_sql("SELECT 1")
+        connection.rollback()
+    except Exception:  # noqa: BLE001 - whatever the failure, the connection is not used again
+        return False
+    return True
 
 
 def _write_all(connection: Connection, batch: list[_Write[Any]]) -> None:

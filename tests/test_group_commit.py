@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event, select, text
+from sqlalchemy.exc import OperationalError
 
 from kernel.events import parse_event
-from kernel.storage.db import get_engine, session_scope
+from kernel.storage.db import PING_IDLE_SECONDS, get_engine, session_scope
 from kernel.storage.models import Event
 from tasks.group_commit import GROUP_SIZE_KEY, GroupCommit
 from tasks.ledger import record_attempt
@@ -285,3 +286,41 @@ def test_the_connection_is_kept_between_batches_and_given_back_after_a_failure(d
         group.run(broken)
     group.run(which)
     assert seen[0] == seen[1] == seen[2] != seen[3]
+
+
+def cut_kept_connection(database_url: str, group: GroupCommit) -> None:
+    """End, server-side, the PostgreSQL session of the connection the group keeps, and wait until it ended."""
+    pid = group.run(lambda connection: connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    with get_engine(database_url).connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        deadline = time.monotonic() + 10
+        alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        while other.execute(alive, {"pid": pid}).scalar_one() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def test_a_kept_connection_cut_fails_one_batch_and_the_next_reconnects(database_url: str) -> None:
+    """The server ends the kept session: the next batch fails (its tasks retry), the one after it commits."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a session the server ends needs PostgreSQL")
+    group = GroupCommit(database_url)
+    cut_kept_connection(database_url, group)
+    group._used_at = time.monotonic()  # noqa: SLF001 - used just now, however long the cut took: no ping
+    record = make_record("s")
+    with pytest.raises(OperationalError):
+        group.run(attempt_item(record))
+    assert group.run(attempt_item(record)) == {"h": "run"}
+    assert record["log_id"] in stored(database_url)
+
+
+def test_a_kept_connection_idle_for_a_second_is_checked_before_use(database_url: str) -> None:
+    """Idle longer than PING_IDLE_SECONDS, the kept connection is pinged first: found dead, it is dropped
+    and the write commits on a fresh connection, without an error."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a session the server ends needs PostgreSQL")
+    group = GroupCommit(database_url)
+    cut_kept_connection(database_url, group)
+    group._used_at -= PING_IDLE_SECONDS + 1  # noqa: SLF001 - the test's clock, instead of a sleep
+    record = make_record("s")
+    assert group.run(attempt_item(record)) == {"h": "run"}
+    assert record["log_id"] in stored(database_url)
