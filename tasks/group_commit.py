@@ -38,7 +38,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Connection
 
 from kernel.settings import get_settings
-from kernel.storage.db import PING_IDLE_SECONDS, get_engine
+from kernel.storage.db import PING_IDLE_SECONDS, get_engine, on_dispose
 
 T = TypeVar("T")
 
@@ -184,6 +184,12 @@ class GroupCommit:
             self._connection = engine.connect()
         return self._connection
 
+    def release_idle(self) -> None:
+        """Give the kept connection back now, unless a batch is using it."""
+        with self._lock:
+            if not self._busy:
+                self._release()
+
     def _release(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -227,6 +233,16 @@ def _write_all(connection: Connection, batch: list[_Write[Any]]) -> None:
 
 _groups: dict[tuple[str, int], GroupCommit] = {}
 _groups_lock = threading.Lock()
+
+
+def _release_all() -> None:
+    with _groups_lock:
+        groups = list(_groups.values())
+    for group in groups:
+        group.release_idle()
+
+
+on_dispose(_release_all)
 
 
 def group_for(url: str | None = None) -> GroupCommit:

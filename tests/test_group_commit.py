@@ -13,9 +13,9 @@ from sqlalchemy import Connection, event, select, text
 from sqlalchemy.exc import OperationalError
 
 from kernel.events import parse_event
-from kernel.storage.db import PING_IDLE_SECONDS, get_engine, session_scope
+from kernel.storage.db import PING_IDLE_SECONDS, dispose_engines, get_engine, session_scope
 from kernel.storage.models import Event
-from tasks.group_commit import GROUP_SIZE_KEY, GroupCommit
+from tasks.group_commit import GROUP_SIZE_KEY, GroupCommit, group_for
 from tasks.ledger import record_attempt
 from tasks.process import Attempt, Finish
 from tests.helpers import make_record
@@ -324,3 +324,14 @@ def test_a_kept_connection_idle_for_a_second_is_checked_before_use(database_url:
     record = make_record("s")
     assert group.run(attempt_item(record)) == {"h": "run"}
     assert record["log_id"] in stored(database_url)
+
+
+def test_disposing_the_engines_gives_the_kept_connection_back(database_url: str) -> None:
+    """dispose_engines (run before a database is dropped) closes the connection a group keeps too."""
+    group = group_for(database_url)
+    kept: list[Connection] = []
+    group.run(kept.append)
+    assert not kept[0].closed
+    dispose_engines()
+    assert kept[0].closed
+    assert group.run(attempt_item(make_record("s"))) == {"h": "run"}

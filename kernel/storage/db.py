@@ -122,8 +122,19 @@ def get_engine(url: str | None = None) -> Engine:
     return _engines[key]
 
 
+_dispose_hooks: list[Callable[[], None]] = []
+
+
+def on_dispose(hook: Callable[[], None]) -> None:
+    """Call ``hook`` first each time dispose_engines runs: a part that keeps a connection out of the
+    pool (the worker's group commit) gives it back, since disposing an engine closes only pooled ones."""
+    _dispose_hooks.append(hook)
+
+
 def dispose_engines() -> None:
     """Close every pooled connection of this process (tests use it before dropping a database)."""
+    for hook in _dispose_hooks:
+        hook()
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
