@@ -9,6 +9,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class _Link:
+    """One relayed connection: whether the broker's replies reach its client."""
+
+    replies_flowing: bool
 
 
 class TcpProxy:
@@ -19,9 +27,10 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
+        self._links: list[_Link] = []
         self._lock = threading.Lock()
         self.refusing = False
-        self.replies_flowing = True
+        self._replies_flowing = True
         self._closed = False
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
@@ -29,20 +38,34 @@ class TcpProxy:
         """Return ``vhost_url`` (amqp://…:5672/vhost) rewritten to go through this proxy."""
         return vhost_url.replace(f":{self.target[1]}/", f":{self.port}/", 1)
 
+    @property
+    def replies_flowing(self) -> bool:
+        """Whether the broker's replies reach the clients; False black-holes them on every connection."""
+        return self._replies_flowing
+
+    @replies_flowing.setter
+    def replies_flowing(self, flowing: bool) -> None:
+        with self._lock:
+            self._replies_flowing = flowing
+            for link in self._links:
+                link.replies_flowing = flowing
+
     def cut(self, restore_replies: bool = False) -> None:
         """Close every relayed connection at once, as a broker crash or a network drop would.
 
         ``restore_replies`` lets the broker's replies flow again on the connections made after the cut,
         not before: whatever the black-holed connections still had in flight (a late confirm) is lost.
+        Both happen under one lock: a client reconnecting while the old sockets close already gets its
+        replies (set after the closing, a loaded machine let a reconnect's handshake vanish).
         """
         with self._lock:
-            sockets, self._sockets = self._sockets, []
+            sockets, self._sockets, self._links = self._sockets, [], []
+            if restore_replies:
+                self._replies_flowing = True
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        if restore_replies:
-            self.replies_flowing = True
 
     def close(self) -> None:
         """Stop accepting and cut everything."""
@@ -72,14 +95,17 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
+                link = _Link(self._replies_flowing)
                 self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+                self._links.append(link)
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, link), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, is_reply: bool) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: _Link | None) -> None:
+        """Relay ``source`` to ``sink``; ``replies`` is the link when they are the broker's replies."""
         try:
             while data := source.recv(65536):
-                if is_reply and not self.replies_flowing:
+                if replies is not None and not replies.replies_flowing:
                     continue  # black hole: the client's writes succeed, the broker's answers vanish
                 sink.sendall(data)
         except OSError:
