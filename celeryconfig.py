@@ -66,7 +66,7 @@ task_soft_time_limit = max(1, _settings.task_time_limit - 15)
 # commits, tasks/group_commit.py). The threads pool enforces no time limit: README, "Time limits".
 # (A `-P prefork` on the command line does not override this: Celery takes worker_pool instead.)
 worker_pool = _settings.worker_pool
-# WORKER_CONCURRENCY, or the pool's usual figure (8 threads, 2 processes); `--concurrency` overrides it.
+# WORKER_CONCURRENCY, or the pool's usual figure (16 threads, 2 processes); `--concurrency` overrides it.
 worker_concurrency = _worker_concurrency(_settings)
 
 # Every message on the work queues is checked before Celery takes it; one that is not this service's task

@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--curve",
         default=None,
         help="WORKER_CONCURRENCY values of the PostgreSQL drain curve, bare and ours "
-        '(default "2,4,8", quick none; "" skips it)',
+        '(default "2,4,8,16", quick none; "" skips it)',
     )
     options.add_argument(
         "--no-before",
@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.before = False  # CI-sized: one drain per configuration
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.curve is None:
-        args.curve = "" if args.quick else "2,4,8"
+        args.curve = "" if args.quick else "2,4,8,16"
     events = args.events
     return run_benchmark("end_to_end", args, lambda scratch: run(args, scratch, events))
 

@@ -84,10 +84,10 @@ class Settings(BaseSettings):
     )
 
     # threads (default): WORKER_CONCURRENCY events at once in threads of one process, their ledger writes
-    # sharing commits (tasks/group_commit.py), 2-3x prefork's events/s (BENCHMARKS.md, "Workers"); a task past
+    # sharing commits (tasks/group_commit.py), faster than prefork (BENCHMARKS.md, "Workers"); a task past
     # the hard time limit ends the worker, which its supervisor restarts (tasks/time_limits.py). prefork:
     # one event at a time per pool process, each committing alone; the hard time limit kills only that
-    # process. WORKER_CONCURRENCY 0 (unset) takes the pool's usual figure: 8 threads, or 2 processes.
+    # process. WORKER_CONCURRENCY 0 (unset) takes the pool's usual figure: 16 threads, or 2 processes.
     worker_pool: Literal["threads", "prefork"] = Field("threads", validation_alias="AUTH0_EVENTS_WORKER_POOL")
     worker_concurrency: int = Field(0, ge=0, le=256, validation_alias="WORKER_CONCURRENCY")
 
@@ -200,7 +200,9 @@ class ConfigurationError(Exception):
     """Raised at start-up when the environment holds a value the service cannot run with."""
 
 
-DEFAULT_WORKER_CONCURRENCY = {"threads": 8, "prefork": 2}
+# 16 threads: their shared commits carry more writes than 8 (SQLite +18 %, PostgreSQL +15 % on a quiet 2-core
+# machine; 32 added nothing on SQLite, +14 % more on PostgreSQL): BENCHMARKS.md, "Workers".
+DEFAULT_WORKER_CONCURRENCY = {"threads": 16, "prefork": 2}
 
 
 def worker_concurrency(settings: Settings) -> int:

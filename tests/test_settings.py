@@ -402,9 +402,9 @@ def test_masking_needs_a_secret_key(monkeypatch: pytest.MonkeyPatch, key: str, s
 @pytest.mark.parametrize(
     ("pool", "given", "expected"),
     [
-        ("threads", None, 8),
+        ("threads", None, 16),
         ("prefork", None, 2),
-        ("threads", "0", 8),
+        ("threads", "0", 16),
         ("threads", "3", 3),
         ("prefork", "5", 5),
     ],
@@ -412,7 +412,7 @@ def test_masking_needs_a_secret_key(monkeypatch: pytest.MonkeyPatch, key: str, s
 def test_worker_concurrency_defaults_to_the_pools_usual_figure(
     monkeypatch: pytest.MonkeyPatch, pool: str, given: str | None, expected: int
 ) -> None:
-    """The Procfile's workers take no --concurrency: WORKER_CONCURRENCY, or 8 threads / 2 processes."""
+    """The Procfile's workers take no --concurrency: WORKER_CONCURRENCY, or 16 threads / 2 processes."""
     monkeypatch.setenv("AUTH0_EVENTS_WORKER_POOL", pool)
     if given is None:
         monkeypatch.delenv("WORKER_CONCURRENCY", raising=False)
