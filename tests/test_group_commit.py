@@ -299,31 +299,29 @@ def cut_kept_connection(database_url: str, group: GroupCommit) -> None:
             time.sleep(0.05)
 
 
-def test_a_kept_connection_cut_fails_one_batch_and_the_next_reconnects(database_url: str) -> None:
-    """The server ends the kept session: the next batch fails (its tasks retry), the one after it commits."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("a session the server ends needs PostgreSQL")
-    group = GroupCommit(database_url)
-    cut_kept_connection(database_url, group)
+@pytest.mark.database
+def test_a_kept_connection_cut_fails_one_batch_and_the_next_reconnects(postgres_database: str) -> None:
+    """PostgreSQL ends the kept session: the next batch fails (its tasks retry), the one after commits."""
+    group = GroupCommit(postgres_database)
+    cut_kept_connection(postgres_database, group)
     group._used_at = time.monotonic()  # noqa: SLF001 - used just now, however long the cut took: no ping
     record = make_record("s")
     with pytest.raises(OperationalError):
         group.run(attempt_item(record))
     assert group.run(attempt_item(record)) == {"h": "run"}
-    assert record["log_id"] in stored(database_url)
+    assert record["log_id"] in stored(postgres_database)
 
 
-def test_a_kept_connection_idle_for_a_second_is_checked_before_use(database_url: str) -> None:
+@pytest.mark.database
+def test_a_kept_connection_idle_for_a_second_is_checked_before_use(postgres_database: str) -> None:
     """Idle longer than PING_IDLE_SECONDS, the kept connection is pinged first: found dead, it is dropped
     and the write commits on a fresh connection, without an error."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("a session the server ends needs PostgreSQL")
-    group = GroupCommit(database_url)
-    cut_kept_connection(database_url, group)
+    group = GroupCommit(postgres_database)
+    cut_kept_connection(postgres_database, group)
     group._used_at -= PING_IDLE_SECONDS + 1  # noqa: SLF001 - the test's clock, instead of a sleep
     record = make_record("s")
     assert group.run(attempt_item(record)) == {"h": "run"}
-    assert record["log_id"] in stored(database_url)
+    assert record["log_id"] in stored(postgres_database)
 
 
 def test_disposing_the_engines_gives_the_kept_connection_back(database_url: str) -> None:
