@@ -216,7 +216,7 @@ def _write_all(connection: Connection, batch: list[_Write[Any]]) -> None:
     keys: set[str] = set()
     for write in batch:
         item = write.bulk
-        if len(batch) == 1 or item is None or item.key in keys:
+        if item is None or item.key in keys:
             alone.append(write)
             continue
         keys.add(item.key)

@@ -41,7 +41,6 @@ class _Statements:
 
     upsert_event: Any
     claim_new: Any
-    claim_new_many: Any
     read_run: Select[Any]
     take_over: Update
     upsert_done: Any
@@ -85,9 +84,9 @@ def _statements(dialect: str) -> _Statements:
     )
     return _Statements(
         upsert_event=upsert_event,
-        # RETURNING rather than rowcount, which psycopg reports as -1 for this statement.
-        claim_new=insert(RUNS).on_conflict_do_nothing().returning(RUNS.c.handler),
-        claim_new_many=insert(RUNS).on_conflict_do_nothing().returning(RUNS.c.log_id, RUNS.c.handler),
+        # RETURNING rather than rowcount, which psycopg reports as -1 for this statement; the log_id and
+        # handler of each new claim, as one statement may carry several.
+        claim_new=insert(RUNS).on_conflict_do_nothing().returning(RUNS.c.log_id, RUNS.c.handler),
         read_run=select(RUNS.c.state, RUNS.c.task_id, RUNS.c.claimed_at).where(this_run).with_for_update(),
         take_over=update(RUNS).where(this_run),
         upsert_done=upsert_done,
@@ -119,7 +118,7 @@ def record_attempt(
     The searchable copies of type, user_id, user_name, client_id and ip are cut to their columns' length;
     raw keeps them whole. (The log_id is never cut: parse_event refuses one longer than its column.)
     """
-    connection.execute(_sql(connection).upsert_event, _event_values(event, received_at, now, source))
+    record_attempts(connection, [(event, received_at, source)], now)
 
 
 def record_attempts(
@@ -192,11 +191,7 @@ def claim(
     connection: Connection, log_id: str, handler: str, task_id: str, now: datetime, stale_after: timedelta
 ) -> Claim:
     """Claim the handler's run for this event: "run" it, or skip it as "done" or "owned" by another task."""
-    sql = _sql(connection)
-    values = {"log_id": log_id, "handler": handler, "state": "claimed", "task_id": task_id, "claimed_at": now}
-    if connection.execute(sql.claim_new, values).first() is not None:
-        return "run"
-    return _claim_taken(connection, log_id, handler, task_id, now, stale_after)
+    return claim_many(connection, [ClaimRequest(log_id, handler, task_id, stale_after)], now)[0]
 
 
 class ClaimRequest(NamedTuple):
@@ -226,7 +221,7 @@ def claim_many(connection: Connection, requests: list[ClaimRequest], now: dateti
         }
         for r in requests
     ]
-    new = {(row.log_id, row.handler) for row in connection.execute(_sql(connection).claim_new_many, rows)}
+    new = {(row.log_id, row.handler) for row in connection.execute(_sql(connection).claim_new, rows)}
     return [
         "run"
         if (r.log_id, r.handler) in new
