@@ -181,10 +181,11 @@ def record_outcome(
     connection: Connection, log_id: str, state: str, now: datetime, error: str | None = None
 ) -> None:
     """Set the event's state (processed, retrying, dead_lettered) and its last error."""
-    connection.execute(
-        _sql(connection).set_outcome,
-        {"event_log_id": log_id, "state": state, "last_error": error, "updated_at": now},
-    )
+    connection.execute(_sql(connection).set_outcome, _outcome_values(log_id, state, now, error))
+
+
+def _outcome_values(log_id: str, state: str, now: datetime, error: str | None = None) -> dict[str, Any]:
+    return {"event_log_id": log_id, "state": state, "last_error": error, "updated_at": now}
 
 
 def claim(
@@ -267,11 +268,7 @@ def finish_many(connection: Connection, marks: list[tuple[str, str, str]], now: 
     """
     sql = _sql(connection)
     connection.execute(
-        sql.set_outcome,
-        [
-            {"event_log_id": log_id, "state": "processed", "last_error": None, "updated_at": now}
-            for log_id, _handler, _task_id in marks
-        ],
+        sql.set_outcome, [_outcome_values(log_id, "processed", now) for log_id, _handler, _task_id in marks]
     )
     connection.execute(sql.upsert_done, [_done_values(*mark, now) for mark in marks])
 
