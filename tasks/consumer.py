@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
+from celery.worker.consumer.control import Control
 from celery.worker.consumer.gossip import Gossip
+from celery.worker.pidbox import Pidbox
 
 from kernel.amqp_properties import install
 from kernel.settings import get_settings
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 
 GOSSIP_STEP = "celery.worker.consumer.gossip:Gossip"
+CONTROL_STEP = "celery.worker.consumer.control:Control"
+#: Celery's consumer steps replaced by this module's (GuardedConsumer.Blueprint).
+SAFE_STEPS = {GOSSIP_STEP: "tasks.consumer:SafeGossip", CONTROL_STEP: "tasks.consumer:SafeControl"}
 
 
 class SafeGossip(Gossip):  # type: ignore[misc]
@@ -45,16 +50,45 @@ class SafeGossip(Gossip):  # type: ignore[misc]
             logger.warning("ignored a worker event that could not be read (%s)", type(exc).__name__)
 
 
+class SafePidbox(Pidbox):  # type: ignore[misc]
+    """Celery's remote-control mailbox minus its restart on a control message it cannot read.
+
+    Anyone with broker access can publish to the ``celery.pidbox`` exchange. A body that decodes but is
+    not a control command (``null``, a list, an object without ``method``) raised in Celery's handling,
+    which then closed the mailbox's channel and opened another: the control messages already sent to the
+    old one (the queue is no-ack) were lost, a real ``ping`` or ``shutdown`` as well as junk.
+    """
+
+    def on_message(self, body: Any, message: Any) -> None:
+        """Celery's handling; a message it cannot read is dropped and logged without its body."""
+        self._forward_clock()  # as Celery's on_message: senders seldom carry a clock worth adjusting to
+        try:
+            self.node.handle_message(body, message)
+        except (*self.c.connection_errors, *self.c.channel_errors) as exc:
+            # Celery's recovery, kept where it is needed: the mailbox's channel is gone, so open another.
+            logger.error("the remote-control channel failed (%s); opening another", type(exc).__name__)
+            self.reset()
+        except Exception as exc:  # noqa: BLE001 - no control message is worth the mailbox
+            logger.error("dropped a control message: it is not a control command (%s)", type(exc).__name__)
+
+
+class SafeControl(Control):  # type: ignore[misc]
+    """Celery's Control step with SafePidbox (this service's pools are not green: prefork and threads)."""
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        if not self.is_green:
+            self.box = SafePidbox(c)
+            self.start, self.stop, self.shutdown = self.box.start, self.box.stop, self.box.shutdown
+
+
 class GuardedConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer with a check in front of its task message handler (see the module's docstring)."""
 
     class Blueprint(Consumer.Blueprint):  # type: ignore[misc]
-        """Celery's consumer steps, with SafeGossip for Gossip."""
+        """Celery's consumer steps, with SafeGossip for Gossip and SafeControl for Control."""
 
-        default_steps = [
-            "tasks.consumer:SafeGossip" if step == GOSSIP_STEP else step
-            for step in Consumer.Blueprint.default_steps
-        ]
+        default_steps = [SAFE_STEPS.get(step, step) for step in Consumer.Blueprint.default_steps]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
